@@ -1,0 +1,38 @@
+# DML Lab. Quick start: `make results` (set up + main job), then `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup results test lab lock bench clean
+
+setup: $(STAMP)
+
+# (Re)install whenever the pins or the package metadata change.
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev]"
+	touch $(STAMP)
+
+results: setup
+	$(BIN)/labkit run single --no-progress
+
+test: setup
+	$(BIN)/python -m pytest
+
+lab: setup
+	$(BIN)/jupyter lab notebooks/
+
+bench: setup
+	$(BIN)/python benchmarks/baseline.py
+
+# Re-pin after changing dependencies: writes requirements.lock and environment.yml.
+lock: setup
+	{ echo "# Exact versions for every student and CI run (pip constraints). Regenerate with: make lock"; \
+	  echo "# torch 2.13.0 is the local CPU build; any other torch spec pulls several GB of CUDA packages."; \
+	  $(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/'; } > requirements.lock
+	$(BIN)/python tools/write_environment_yml.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

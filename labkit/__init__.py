@@ -1,0 +1,5 @@
+"""DML Lab's library: data, models, partitioning, launching workers, training, results and plots."""
+from .errors import LabError
+
+__version__ = "0.1.0"
+__all__ = ["LabError"]

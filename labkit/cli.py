@@ -1,0 +1,74 @@
+"""The ``labkit`` command. ``labkit run KIND --field value ...`` maps flags onto a config dataclass.
+
+Each experiment kind registers ``(ConfigClass, run_function)`` in ``EXPERIMENTS``; flags are
+generated from the dataclass fields, so the CLI and the notebooks share one set of defaults.
+A ``LabError`` is printed as one line (``error: ...``) with exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+
+from .errors import LabError
+
+
+def _experiments() -> dict:
+    from . import training
+    return {"single": (training.SingleConfig, training.train_single)}
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def add_config_args(parser: argparse.ArgumentParser, config_cls) -> None:
+    """One ``--flag`` per dataclass field, typed from the field's default or its ``parse`` metadata."""
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        parse = f.metadata.get("parse")
+        if parse is None:
+            kind = hints[f.name]
+            parse = {bool: _parse_bool, int: int, float: float}.get(kind, str)
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=parse, default=default,
+                            help=f"{f.metadata.get('help', '')} (default: {default})".strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labkit", description="DML Lab: distributed ML experiments on MNIST.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run one experiment and append its rows to results/")
+    kinds = run.add_subparsers(dest="kind", required=True)
+    for name, (config_cls, fn) in _experiments().items():
+        p = kinds.add_parser(name, help=(config_cls.__doc__ or "").strip().splitlines()[0])
+        add_config_args(p, config_cls)
+        p.add_argument("--no-save", action="store_true", help="do not append rows to results/")
+        p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    try:
+        if args.pop("command") == "run":
+            config_cls, fn = _experiments()[args.pop("kind")]
+            save, progress = not args.pop("no_save"), not args.pop("no_progress")
+            fn(config_cls(**args), progress=progress, save=save)
+        return 0
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Result tables: one row per run x epoch, with the config, seed and environment, in results/*.csv.
+
+Rows are plain dicts so every experiment kind can add its own columns; ``append`` keeps the
+union of columns when a table grows, and never rewrites rows that are already there.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import uuid
+from pathlib import Path
+
+import pandas as pd
+
+from . import environment
+from .data import REPO_ROOT
+
+
+def results_dir() -> Path:
+    """Where tables go: ``$LABKIT_RESULTS`` if set (tests use this), else ``results/``."""
+    return Path(os.environ.get("LABKIT_RESULTS", REPO_ROOT / "results"))
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def run_rows(config, history: list[dict], **run_fields) -> list[dict]:
+    """Long-format rows: config fields + per-epoch metrics + run-level fields + environment."""
+    base = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+    base = {k: (str(v) if isinstance(v, (dict, list, tuple)) else v) for k, v in base.items()}
+    env = environment.describe()
+    run_id = run_fields.pop("run_id", None) or new_run_id()
+    return [{"run_id": run_id, **base, **epoch, **run_fields, **env} for epoch in history]
+
+
+def append(rows: list[dict], table: str, directory: Path | None = None) -> Path:
+    """Append rows to ``<directory>/<table>.csv``, widening the header if new columns appear."""
+    directory = Path(directory) if directory else results_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{table}.csv"
+    new = pd.DataFrame(rows)
+    if path.exists() and path.stat().st_size > 0:
+        old = pd.read_csv(path)
+        if list(old.columns) == list(new.columns):
+            new.to_csv(path, mode="a", header=False, index=False)
+            return path
+        new = pd.concat([old, new], ignore_index=True, sort=False)
+    tmp = path.with_suffix(".csv.tmp")
+    new.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def load(table: str, directory: Path | None = None) -> pd.DataFrame:
+    """Read a result table; an empty frame if nothing has been recorded yet."""
+    path = (Path(directory) if directory else results_dir()) / f"{table}.csv"
+    return pd.read_csv(path) if path.exists() else pd.DataFrame()

@@ -1,0 +1,73 @@
+import pandas as pd
+import pytest
+
+from conftest import run_cli
+from labkit import results, training
+from labkit.errors import LabError
+
+
+def test_short_run_learns_and_records_rows(tmp_path):
+    cfg = training.SingleConfig(epochs=2, train_subset=3000, threads=1, seed=0)
+    rows = training.train_single(cfg, progress=False, log=lambda *_: None)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[1]["train_loss"] < rows[0]["train_loss"]
+    assert rows[1]["test_acc"] > 80
+    table = results.load("single")
+    assert len(table) == 2
+    for column in ("model", "seed", "lr", "batch_size", "torch", "cores", "wall_seconds", "samples_per_s"):
+        assert column in table.columns
+
+
+def test_same_seed_same_numbers_single_thread():
+    cfg = training.SingleConfig(epochs=1, train_subset=640, threads=1, seed=5)
+    a = training.train_single(cfg, progress=False, save=False, log=lambda *_: None)
+    b = training.train_single(cfg, progress=False, save=False, log=lambda *_: None)
+    assert a[0]["train_loss"] == b[0]["train_loss"] and a[0]["test_acc"] == b[0]["test_acc"]
+
+
+def test_epoch_order_is_a_permutation_that_changes_per_epoch():
+    a, b = training.epoch_order(1000, 0, 0), training.epoch_order(1000, 0, 1)
+    assert sorted(a.tolist()) == list(range(1000))
+    assert not (a == b).all()
+    assert (training.epoch_order(1000, 0, 0) == a).all()
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("epochs", -1, "epochs must be at least 1"),
+    ("batch_size", 0, "batch_size must be at least 1"),
+    ("lr", 0.0, "lr must be positive"),
+    ("model", "vgg", "unknown model 'vgg'"),
+    ("dataset", "imagenet", "unknown dataset 'imagenet'"),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(LabError, match=message):
+        training.SingleConfig(**{field: value})
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--epochs", "-2"], "error: epochs must be at least 1, got -2."),
+    (["--model", "vgg"], "error: unknown model 'vgg'; choose one of: lenet5"),
+    (["--dataset", "cifar"], "error: unknown dataset 'cifar'"),
+])
+def test_cli_bad_input_is_one_line_without_traceback(args, message):
+    proc = run_cli("run", "single", "--no-save", *args)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith(message)
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_cli_missing_data_file_is_one_line(tmp_path):
+    proc = run_cli("run", "single", "--no-save", env={"LABKIT_DATA": str(tmp_path)})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "train-images-idx3-ubyte.gz is missing" in proc.stderr
+
+
+@pytest.mark.slow
+def test_reference_run_reaches_98_percent(tmp_path):
+    """DESIGN.md's reference: lenet5, 2 epochs, batch 32, SGD 0.01 momentum 0.9, seed 0."""
+    proc = run_cli("run", "single", "--no-progress", env={"LABKIT_RESULTS": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(tmp_path / "single.csv")
+    assert table["epoch"].tolist() == [1, 2]
+    assert table["test_acc"].iloc[-1] >= 98.0
+    assert "test acc" in proc.stdout and "samples/s" in proc.stdout
