@@ -103,22 +103,27 @@ def _problems(rows: list[dict], nodes: int, size: int, expect: str) -> list[str]
     return [f"epoch{'s' if len(e) > 1 else ''} {', '.join(map(str, e))}: {text}" for text, e in found.items()]
 
 
+def _pct(fraction: float) -> str:
+    """A fraction as a percentage with three significant digits (so 0.0133 % does not print as 0.0 %)."""
+    return f"{100 * fraction:.3g}%"
+
+
 def _findings(row: dict, nodes: int, size: int, expect: str) -> list[str]:
     coverage, texts = row["coverage"], []
     if expect == "partition":
         if round(coverage * size) < size - (nodes - 1):
-            texts.append(f"the ranks cover {coverage:.1%} of the data; a partition leaves out at most "
+            texts.append(f"the ranks cover {_pct(coverage)} of the data; a partition leaves out at most "
                          f"nodes - 1 = {nodes - 1} sample(s).")
         if row["overlap"] > 0:
-            texts.append(f"overlap {row['overlap']:.1%}: that share of each rank's samples is also on another "
+            texts.append(f"overlap {_pct(row['overlap'])}: that share of each rank's samples is also on another "
                          f"rank ({row['cross_duplicates']} samples on more than one rank).")
         if row["duplicates"]:
             texts.append(f"{row['duplicates']} repeats inside a rank.")
     else:
         expected = 1 - (1 - 1 / size) ** row["samples"]
         if abs(coverage - expected) > 0.01 + 4 * math.sqrt(expected * (1 - expected) / size):
-            texts.append(f"the draws cover {coverage:.1%} of the data; i.i.d. draws from the whole set "
-                         f"would cover about {expected:.1%}.")
+            texts.append(f"the draws cover {_pct(coverage)} of the data; i.i.d. draws from the whole set "
+                         f"would cover about {_pct(expected)}.")
     if row["order_changed"] is False:
         texts.append("some rank repeats the previous epoch's order (set_epoch missing or ignored).")
     return texts

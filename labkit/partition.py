@@ -12,12 +12,13 @@ import math
 import numpy as np
 
 from .errors import LabError
-from .partition_report import PartitionReport, as_labels, label_distances, label_skew, report  # noqa: F401
+from .partition_report import PartitionReport, as_labels, label_distances, label_skew, report, summaries  # noqa
+
 
 # Each strategy's parameters and their defaults; anything else passed to it is an error.
 PARAMS = {
     "iid": {},
-    "sampling": {"size": None},
+    "sampling": {"draws": None},
     "contiguous": {},
     "stratified": {},
     "sorted": {},
@@ -119,9 +120,9 @@ def _iid(labels, nodes, rng):
     return _group(owner, nodes)
 
 
-def _sampling(labels, nodes, rng, size):
+def _sampling(labels, nodes, rng, draws):
     n = len(labels)
-    sizes = n // nodes + (np.arange(nodes) < n % nodes) if size is None else np.full(nodes, _count("size", size, 1))
+    sizes = n // nodes + (np.arange(nodes) < n % nodes) if draws is None else np.full(nodes, _count("draws", draws, 1))
     draws = rng.integers(0, n, size=int(sizes.sum()))
     return [np.sort(part) for part in np.split(draws.astype(np.int64), np.cumsum(sizes)[:-1])]
 

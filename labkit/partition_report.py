@@ -152,5 +152,10 @@ def report(labels, parts) -> PartitionReport:
     return PartitionReport(count_table, per_node, summary)
 
 
+def summaries(reports: dict) -> pd.DataFrame:
+    """One row per named report with its summary measures (e.g. for the output of partition.compare)."""
+    return pd.DataFrame({name: r.summary for name, r in reports.items()}).T.infer_objects().rename_axis("strategy")
+
+
 def _nanmean(values: np.ndarray) -> float:
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")

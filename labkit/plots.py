@@ -125,7 +125,7 @@ def sampler_audit(audits: dict, ax=None):
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("fraction (epoch 0)")
     ax.set_title("sampler audit")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
 

@@ -158,7 +158,8 @@ def make(kind: str, rank: int, nodes: int, labels, seed: int = 0, **params) -> E
 
 def make_all(kind: str, nodes: int, labels, seed: int = 0, **params) -> list[EpochSampler]:
     """The samplers of all ranks, as each rank would build them (for audits and in-process simulation)."""
-    return _build(kind, range(nodes) if isinstance(nodes, (int, np.integer)) else [0], nodes, labels, seed, params)
+    _check_nodes(nodes)
+    return _build(kind, range(nodes), nodes, labels, seed, params)
 
 
 def _build(kind, ranks, nodes, labels, seed, params) -> list[EpochSampler]:
@@ -167,7 +168,7 @@ def _build(kind, ranks, nodes, labels, seed, params) -> list[EpochSampler]:
         raise LabError(f"unknown sampler kind {kind!r}; choose one of: {', '.join(KINDS)}.")
     for rank in ranks:
         _check_rank(rank, nodes)
-    allowed = {"iid": {"drop_last"}, "sampling": {"draws"}}.get(kind, set(partitioning.PARAMS.get(kind, ())))
+    allowed = {"drop_last"} if kind == "iid" else set(partitioning.PARAMS.get(kind, ()))
     if set(params) - allowed:
         raise LabError(f"sampler {kind!r} does not take {', '.join(sorted(set(params) - allowed))}; "
                        f"it accepts {', '.join(sorted(allowed)) or 'no parameters'}.")
@@ -187,8 +188,12 @@ def epoch_lengths(kind: str, nodes: int, labels, seed: int = 0, **params) -> lis
     return [len(s) for s in make_all(kind, nodes, labels, seed, **params)]
 
 
-def _check_rank(rank, nodes) -> None:
+def _check_nodes(nodes) -> None:
     if isinstance(nodes, bool) or not isinstance(nodes, (int, np.integer)) or nodes < 1:
         raise LabError(f"nodes must be an integer >= 1, got {nodes!r}.")
+
+
+def _check_rank(rank, nodes) -> None:
+    _check_nodes(nodes)
     if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 0 <= rank < nodes:
         raise LabError(f"rank must be an integer in 0..{nodes - 1}, got {rank!r}.")

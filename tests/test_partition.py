@@ -157,12 +157,12 @@ def test_label_mod_gives_node_p_the_labels_congruent_to_p(case):
 
 @FAST
 @given(cases(), st.integers(1, 50))
-def test_sampling_draws_with_replacement_its_share(case, size):
+def test_sampling_draws_with_replacement_its_share(case, draws):
     labels, nodes, seed = case
     parts = P.partition(labels, nodes, "sampling", seed=seed)
     assert sum(len(p) for p in parts) == len(labels)
     assert max(len(p) for p in parts) - min(len(p) for p in parts) <= 1
-    assert all(len(p) == size for p in P.partition(labels, nodes, "sampling", seed=seed, size=size))
+    assert all(len(p) == draws for p in P.partition(labels, nodes, "sampling", seed=seed, draws=draws))
 
 
 def mnist_labels():

@@ -104,12 +104,14 @@ def test_sampling_with_replacement_covers_one_minus_one_over_e(nodes):
 def test_sampling_draws_parameter_sets_the_epoch_length():
     sampler = samplers.make("sampling", 1, 2, mnist_labels(), draws=640)
     assert len(sampler) == 640 == len(list(sampler))
+    assert samplers.epoch_lengths("sampling", 3, mnist_labels(), draws=7) == [7, 7, 7]
 
 
 @pytest.mark.parametrize("call,message", [
     (lambda y: samplers.make("shuffle", 0, 2, y), "unknown sampler kind 'shuffle'; choose one of: iid, sampling"),
     (lambda y: samplers.make("iid", 2, 2, y), "rank must be an integer in 0..1, got 2"),
     (lambda y: samplers.make("iid", 0, 0, y), "nodes must be an integer >= 1"),
+    (lambda y: samplers.make_all("iid", 0, y), "nodes must be an integer >= 1, got 0"),
     (lambda y: samplers.make("iid", 0, 2, y, seed=-3), "seed must be a non-negative integer"),
     (lambda y: samplers.make("iid", 0, 2, y, alpha=1), "sampler 'iid' does not take alpha; it accepts drop_last"),
     (lambda y: samplers.make("sampling", 0, 2, y, draws=0), "draws must be at least 1"),
@@ -164,7 +166,7 @@ def test_audit_exposes_the_first_slice_mistake(nodes):
     assert report.table["coverage"].iloc[0] == pytest.approx(1 / nodes, abs=1e-4)
     assert report.table["overlap"].iloc[0] == 1.0
     assert report.table["cross_duplicates"].iloc[0] == 60_000 // nodes
-    assert not report.ok and any("overlap 100.0%" in p for p in report.problems)
+    assert not report.ok and any("overlap 100%" in p for p in report.problems)
 
 
 def test_audit_takes_a_sampler_written_in_a_notebook():
