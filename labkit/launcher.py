@@ -472,13 +472,12 @@ def _run_as_torchrun_rank(fn, nodes, args, kwargs, threads, timeout, use_rpc) ->
     if use_rpc and _rpc_started_here[0]:
         raise LabError("RPC can be initialised only once per process; under torchrun run one rpc job per process.")
     torch.set_num_threads(threads)
-    owns_group = not dist.is_initialized()
-    if owns_group:
-        store, _, _ = next(dist.rendezvous("env://", r, world, timeout=timedelta(seconds=timeout)))
-        worker.init_distributed(store, r, world, timeout, use_rpc)
-        _rpc_started_here[0] |= use_rpc
-    ok = False
+    owns_group, ok = not dist.is_initialized(), False
     try:
+        if owns_group:
+            store, _, _ = next(dist.rendezvous("env://", r, world, timeout=timedelta(seconds=timeout)))
+            worker.init_distributed(store, r, world, timeout, use_rpc)
+            _rpc_started_here[0] |= use_rpc
         value = fn(*args, **kwargs)
         gathered = [None] * world
         dist.all_gather_object(gathered, value)
@@ -487,11 +486,12 @@ def _run_as_torchrun_rank(fn, nodes, args, kwargs, threads, timeout, use_rpc) ->
     except Exception as exc:  # noqa: BLE001 - re-raised as a WorkerError naming this rank
         info = worker.format_failure(exc, r)
         raise WorkerError(
-            f"rank {r} (host {info['host']}) failed: {info['type']}: {info['message'].strip()}. If it mentions a "
-            "closed connection or a timeout, another node stopped or the network between the nodes failed; "
-            "check that node's output.", [r], "exception", {r: info["traceback"]}) from exc
+            f"rank {r} (host {info['host']}) failed: {info['type']}: {info['message'].strip()}\nIf it mentions a "
+            "closed connection or a timeout, another node stopped or the network between the nodes failed "
+            "(check that node's output, MASTER_ADDR and GLOO_SOCKET_IFNAME).", [r], "exception",
+            {r: info["traceback"]}) from exc
     finally:
-        if owns_group:
+        if owns_group and dist.is_initialized():
             if use_rpc:
                 worker.shutdown_rpc(min(10.0, timeout), graceful=ok)
             dist.destroy_process_group()

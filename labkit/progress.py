@@ -5,12 +5,24 @@ is shown after it. In Jupyter tqdm.auto draws widgets; in a terminal, text bars.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
 from tqdm.auto import tqdm
 
 REFRESH = 0.2  # seconds between redraws of one bar
+_hidden = [0]
+
+
+@contextlib.contextmanager
+def hidden():
+    """Launches inside this block draw no progress bars (``labkit run ... --no-progress``)."""
+    _hidden[0] += 1
+    try:
+        yield
+    finally:
+        _hidden[0] -= 1
 
 
 def _format(value) -> str:
@@ -27,6 +39,8 @@ class NodeProgress:
         merged = {**self.latest.get(rank, {}), **metrics}
         self.latest[rank] = merged
         bar = self.bars.get(rank)
+        if bar is None and _hidden[0]:
+            return
         if bar is None:
             bar = self.bars[rank] = tqdm(total=None, desc=f"node {rank}", position=rank, leave=True,
                                          dynamic_ncols=True, file=sys.stderr)
