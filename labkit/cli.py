@@ -17,9 +17,10 @@ from .errors import LabError
 
 
 def _experiments() -> dict:
-    from . import cluster, training
+    from . import cluster, comm, training
     return {"single": (training.SingleConfig, training.train_single),
-            "hello": (cluster.HelloConfig, cluster.run_hello)}
+            "hello": (cluster.HelloConfig, cluster.run_hello),
+            "comm": (comm.CommConfig, comm.run_comm)}
 
 
 def _torchrun_rank() -> int | None:
