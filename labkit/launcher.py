@@ -107,11 +107,12 @@ class _Job:
     def __init__(self, nodes: int, threads: int, timeout: float, rpc: bool, payload: bytes):
         self.nodes, self.threads, self.timeout, self.rpc, self.payload = nodes, threads, timeout, rpc, payload
         self.token = secrets.token_hex(16)
-        self.results, self.exits, self.pids, self.ready = {}, {}, {}, {}
+        self.results, self.exits, self.rank_procs, self.ready = {}, {}, {}, {}
         self.failures = []          # dicts: rank, kind (exception/signal/exit/lost/timeout/launcher), ...
         self.peers, self.rank_socks = {}, {}
         self.proc = self.store = self.listener = self.selector = self.progress = None
         self.supervisor_done = self.bye_sent = self.stopping = False
+        self.supervisor_text = ""   # the supervisor's stderr, kept for error messages
         self.started = time.monotonic()
 
     # ------------------------------------------------------------ lifecycle
@@ -184,9 +185,18 @@ class _Job:
                 unfinished = [r for r in range(self.nodes) if r not in self.results]
                 self._fail(unfinished[0], "timeout", unfinished=unfinished)
             self._check_lost(now)
-            if self.proc.poll() is not None and not self.supervisor_done and not self.failures:
-                self._fail(None, "launcher", code=self.proc.returncode)
+            if self.proc.poll() is not None and not self.supervisor_done:
+                self._supervisor_gone()
             self._pump(0.05)
+
+    def _supervisor_gone(self) -> None:
+        """The supervisor exited: read what it said last; unless it said "done", that is a failure."""
+        end = time.monotonic() + 0.5
+        while not self.supervisor_done and time.monotonic() < end:
+            self._pump(0.05)
+        if not self.supervisor_done and not self.failures and len(self.results) < self.nodes:
+            self._fail(None, "launcher", code=self.proc.returncode)
+        self.supervisor_done = True  # nothing more will come from it
 
     def _pump(self, wait: float) -> None:
         for key, _ in self.selector.select(timeout=wait):
@@ -246,7 +256,11 @@ class _Job:
                 self.rank_socks[peer.rank] = sock
                 self._send(sock, (list(sys.path), os.getcwd(), self.payload))
         elif kind == "started":
-            self.pids[message[1]] = message[2]
+            import psutil
+            try:
+                self.rank_procs[message[1]] = psutil.Process(message[2])
+            except psutil.Error:
+                pass  # already gone; its exit report follows
         elif kind == "line":
             self._print(*message[1:])
         elif kind == "report":
@@ -255,9 +269,9 @@ class _Job:
             self.ready[message[1]] = time.monotonic()
         elif kind == "result":
             self.results[message[1]] = message[2]
-        elif kind == "error":
-            info = message[2]
-            self._fail(message[1], "exception", **info)
+        elif kind == "error":  # the exception explains the exit status, which may have arrived first
+            self.failures = [f for f in self.failures if not (f["rank"] == message[1] and f["kind"] == "exit")]
+            self._fail(message[1], "exception", **message[2])
         elif kind == "exit":
             r, code = message[1], message[2]
             self.exits[r] = code
@@ -330,7 +344,7 @@ class _Job:
         if self.proc is None:
             return
         self.stopping = True
-        if self.proc.poll() is None and not (self.supervisor_done and len(self.results) == self.nodes):
+        if self.failures or len(self.results) < self.nodes or not self.supervisor_done:
             self._kill_ranks()
         end = time.monotonic() + 3
         while self.proc.poll() is None and time.monotonic() < end:
@@ -344,17 +358,13 @@ class _Job:
         self.proc.wait()
 
     def _kill_ranks(self) -> None:
+        """SIGKILL every rank and whatever they started (psutil checks that a pid was not reused)."""
         import psutil
         try:
             victims = psutil.Process(self.proc.pid).children(recursive=True)
         except psutil.Error:
             victims = []
-        for pid in self.pids.values():
-            try:
-                victims.append(psutil.Process(pid))
-            except psutil.Error:
-                pass
-        for p in victims:
+        for p in list(self.rank_procs.values()) + victims:
             try:
                 p.kill()
             except psutil.Error:
@@ -371,6 +381,8 @@ class _Job:
             self.listener.close()
         self.store = None  # the store's server thread and port go with the object
         if getattr(self, "supervisor_log", None) is not None:
+            self.supervisor_log.seek(0)
+            self.supervisor_text = self.supervisor_log.read().decode("utf-8", "replace").strip()[-2000:]
             self.supervisor_log.close()
 
     # ------------------------------------------------------------ results and errors
@@ -389,7 +401,7 @@ class _Job:
     def _error(self) -> WorkerError:
         cause = _root_cause(self.failures)
         others = [f for f in self.failures if f is not cause and f["rank"] is not None]
-        ranks = [cause["rank"]] + sorted({f["rank"] for f in others} - {cause["rank"]})
+        ranks = [r for r in [cause["rank"]] + sorted({f["rank"] for f in others} - {cause["rank"]}) if r is not None]
         if cause["kind"] == "timeout":
             ranks = cause["unfinished"]
         text = self._describe(cause)
@@ -425,9 +437,7 @@ class _Job:
                     f"not finished" + (f" (rank(s) {', '.join(map(str, done))} had returned)" if done else "")
                     + (f"; rank(s) {', '.join(never)} never joined the process group" if never else "")
                     + ". Pass a larger timeout= if the job really needs longer.")
-        self.supervisor_log.seek(0)
-        log = self.supervisor_log.read().decode("utf-8", "replace").strip()[-2000:]
-        return f"the launcher process ended unexpectedly (exit code {cause['code']}).\n{log}"
+        return f"the launcher process ended unexpectedly (exit code {cause['code']}).\n{self.supervisor_text}"
 
 
 def _root_cause(failures: list[dict]) -> dict:

@@ -118,6 +118,14 @@ def everyone_sleeps():
     time.sleep(600)
 
 
+def rank_zero_kills_the_supervisor():
+    dist.barrier()
+    time.sleep(0.3)
+    if rank() == 0:
+        os.kill(os.getppid(), signal.SIGKILL)
+    time.sleep(600)
+
+
 def return_a_lock():
     time.sleep(0.3)
     return threading.Lock()
@@ -225,6 +233,21 @@ def test_keyboard_interrupt_in_the_parent_stops_every_worker(capfd):
     assert labkit.launch(rank, 2) == [0, 1]
 
 
+def test_supervisor_killed_is_reported_and_nothing_survives():
+    start = time.monotonic()
+    with ProcessWatch() as watch, pytest.raises(WorkerError, match="the launcher process ended unexpectedly"):
+        labkit.launch(rank_zero_kills_the_supervisor, 3, timeout=60)
+    assert time.monotonic() - start < 10
+    watch.assert_clean(3)
+
+
+def test_supervisor_that_cannot_start_is_reported(monkeypatch):
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    with pytest.raises(WorkerError, match=r"the launcher process ended unexpectedly \(exit code 1\)") as info:
+        labkit.launch(rank, 2, timeout=30)
+    assert info.value.ranks == [] and info.value.reason == "launcher"
+
+
 def test_parent_killed_takes_its_workers_along(tmp_path):
     """A parent that dies without cleaning up (kill -9 of the kernel) leaves no workers behind."""
     script = tmp_path / "parent.py"
@@ -288,3 +311,65 @@ def test_function_defined_in_a_notebook_cell_runs_on_four_workers(tmp_path, monk
                                cwd=str(tmp_path), progress_bar=False, execution_timeout=120)
     outputs = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].outputs
     assert "ranks [0, 1, 2, 3]" in "".join(o.get("text", "") for o in outputs)
+
+
+def rpc_master_calls_workers_after_they_returned():
+    """Model-parallel shape: workers return at once, the master keeps calling them afterwards."""
+    from torch.distributed import rpc
+    if rank() != 0:
+        return "idle"
+    time.sleep(0.5)
+    return [rpc.rpc_sync(f"worker{k}", torch.mul, args=(torch.ones(2), k)).tolist() for k in (1, 2)]
+
+
+def rpc_rank_two_fails():
+    from torch.distributed import rpc
+    if rank() == 2:
+        raise RuntimeError("stage 2 broke")
+    if rank() == 0:
+        time.sleep(0.5)
+        return rpc.rpc_sync("worker1", torch.add, args=(torch.ones(1), 1)).item()
+
+
+def test_rpc_workers_keep_serving_until_the_master_is_done():
+    out = labkit.launch(rpc_master_calls_workers_after_they_returned, 3, rpc=True, timeout=60)
+    assert out == [[[1.0, 1.0], [2.0, 2.0]], "idle", "idle"]
+
+
+def test_rpc_failure_stops_everything_and_the_next_rpc_launch_works():
+    with ProcessWatch() as watch, pytest.raises(WorkerError, match="rank 2 raised RuntimeError: stage 2 broke"):
+        labkit.launch(rpc_rank_two_fails, 3, rpc=True, timeout=60)
+    watch.assert_clean(3)
+    assert labkit.launch(rpc_master_calls_workers_after_they_returned, 3, rpc=True, timeout=60)[1] == "idle"
+
+
+def test_stop_button_in_a_live_kernel_stops_workers_and_the_kernel_goes_on(monkeypatch):
+    """Jupyter's Stop button = interrupt_kernel(); the running launch must stop and clean up."""
+    from jupyter_client.manager import start_new_kernel
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    km, kc = start_new_kernel(kernel_name="python3")
+    try:
+        kernel = psutil.Process(km.provisioner.process.pid)
+        kc.execute_interactive("import labkit, time\n"
+                               "def sleepy():\n    time.sleep(600)\n", timeout=60)
+        msg_id = kc.execute("labkit.launch(sleepy, 3)")
+        deadline = time.monotonic() + 60
+        while len(kernel.children(recursive=True)) < 4:  # supervisor + 3 ranks
+            assert time.monotonic() < deadline, "the workers never started"
+            time.sleep(0.1)
+        family = kernel.children(recursive=True)
+        time.sleep(1.0)
+        km.interrupt_kernel()
+        reply = kc.get_shell_msg(timeout=30)
+        while reply["parent_header"].get("msg_id") != msg_id:
+            reply = kc.get_shell_msg(timeout=30)
+        assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+        gone, alive = psutil.wait_procs(family, timeout=5)
+        assert alive == [] and kernel.children(recursive=True) == []
+        outputs = []
+        reply = kc.execute_interactive("print(labkit.launch(labkit.launcher.rank, 2))", timeout=60,
+                                       output_hook=lambda m: outputs.append(m["content"].get("text", "")))
+        assert reply["content"]["status"] == "ok" and "[0, 1]" in "".join(outputs)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
