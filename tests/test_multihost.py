@@ -187,6 +187,19 @@ def test_torchrun_on_one_machine_takes_the_job_size_from_torchrun():
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("all-reduce ok: every rank got 3 in each of 2 round(s)") == 2  # both ranks
     assert "rank 0/2 on" in proc.stdout and "rank 1/2 on" in proc.stdout
+    assert "[rank 1] step 2  total 2" in proc.stdout  # report() prints under torchrun
+
+
+def test_torchrun_comm_kind_writes_results_once_from_rank_zero():
+    from labkit import results
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "labkit", "run", "comm", "--sizes", "1k,64k", "--repeats", "2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("alpha (latency)") == 2
+    table = results.load("comm")
+    assert len(table) == 3 * 2 and set(table["nodes"]) == {2}  # 3 collectives x 2 sizes, written once
 
 
 def test_cli_rejects_bad_hello_flags_in_one_line():

@@ -35,7 +35,7 @@ def test_failures_are_caught_and_the_next_launch_works(executed):
     text = outputs_text(executed)
     assert "failed ranks: [1" in text and "reason: exception" in text
     assert "rank 1 raised ValueError: rank 1 trips over a bad batch" in text
-    assert "timed out after 4 s: rank(s) 3 had not finished" in text
+    assert "timed out after 6 s: rank(s) 3 had not finished" in text
     assert "[0, 1, 2, 3]" in text
 
 
