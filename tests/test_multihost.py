@@ -206,3 +206,25 @@ def test_cli_rejects_bad_hello_flags_in_one_line():
     from conftest import run_cli
     proc = run_cli("run", "hello", "--nodes", "0")
     assert proc.returncode == 2 and proc.stderr.strip() == "error: nodes, rounds and threads must be at least 1."
+
+
+@pytest.mark.parametrize("variant", ["is_host only", "local_addr only"])
+def test_c10d_between_namespaces_fails_with_only_one_of_the_two_hints(hosts, variant):
+    """Why the README asks for both: c10d goes by hostname, which the two "hosts" share."""
+    endpoint = ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"{ADDRESSES[0]}:29400", "--rdzv-id", "lk4",
+                "--rdzv-conf", "read_timeout=8,join_timeout=20" + (",is_host={}" if variant == "is_host only" else "")]
+    args = []
+    for i, h in enumerate(hosts):
+        extra = list(endpoint)
+        extra[-1] = extra[-1].format(int(i == 0))
+        if variant == "local_addr only":
+            extra += ["--local-addr", h.addr]
+        args.append(extra)
+    a, b = hosts[0].torchrun(0, *args[0], timeout=8), hosts[1].torchrun(1, *args[1], timeout=8)
+    codes = _finish(a, b, timeout=120)
+    assert all(c != 0 for c in codes)
+    assert "all-reduce ok" not in a.output + b.output
+    if variant == "is_host only":  # the agents meet, but rank 1 looks for the master at the shared hostname
+        assert "error: rank 0 (host" in a.output and "wait timeout" in a.output
+    else:                          # neither agent believes it should host the rendezvous store
+        assert "RendezvousConnectionError" in a.output and "RendezvousConnectionError" in b.output
