@@ -1,4 +1,5 @@
 """Execute a lab notebook headless, as a student's "Run All" would, with test-sized parameters."""
+import os
 from pathlib import Path
 
 import nbformat
@@ -15,6 +16,8 @@ def execute(name: str, tmp_path: Path, timeout: int = 600, **parameters) -> nbfo
     Raises papermill's PapermillExecutionError (with the failing cell) if any cell fails.
     """
     out = tmp_path / name
+    # the kernel must import the labkit of the checkout under test, not whatever is installed
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     papermill.execute_notebook(str(NOTEBOOKS / name), str(out), parameters=parameters,
                                kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False,
                                execution_timeout=timeout)
