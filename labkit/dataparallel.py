@@ -81,11 +81,15 @@ def make_sampler(cfg: DPConfig, rank: int, labels: torch.Tensor):
     return samplers.make(cfg.partition, rank, cfg.nodes, labels.numpy(), seed=cfg.seed, **cfg.partition_params())
 
 
+def make_all_samplers(cfg: DPConfig, labels: torch.Tensor):
+    return samplers.make_all(cfg.partition, cfg.nodes, labels.numpy(), seed=cfg.seed, **cfg.partition_params())
+
+
 def check_feasible(cfg: DPConfig) -> None:
     """Fail in the parent, before any process starts, if some node would get no data."""
     labels = _train_labels(cfg)
-    for rank in range(cfg.nodes):
-        if len(make_sampler(cfg, rank, labels)) == 0:
+    for rank, sampler in enumerate(make_all_samplers(cfg, labels)):
+        if len(sampler) == 0:
             raise LabError(f"partition {cfg.partition!r} gives node {rank} no samples with {cfg.nodes} nodes "
                            f"and {len(labels)} training samples; use fewer nodes or another partition.")
 
@@ -100,12 +104,9 @@ def _broadcast_from_rank0(model: torch.nn.Module) -> None:
         dist.broadcast(tensor.data, src=0)
 
 
-def _progress():
-    try:
-        from .launcher import report
-        return report
-    except ImportError:  # running without the launcher's progress channel
-        return lambda **_: None
+def _progress(enabled: bool):
+    from .launcher import report
+    return report if enabled else (lambda **_: None)
 
 
 def _max_over_ranks(value: float) -> float:
@@ -114,10 +115,10 @@ def _max_over_ranks(value: float) -> float:
     return t.item()
 
 
-def train_worker(cfg: DPConfig, return_model: bool = False) -> dict:
+def train_worker(cfg: DPConfig, return_model: bool = False, progress: bool = True) -> dict:
     """One rank's training loop. Rank 0 returns the per-epoch history; every rank its timings."""
     rank, nodes = dist.get_rank(), dist.get_world_size()
-    report = _progress()
+    report = _progress(progress)
     train = data.load(cfg.dataset)
     sampler = make_sampler(cfg, rank, _train_labels(cfg))
     model = models.build(cfg.model, seed=cfg.seed)
@@ -128,7 +129,7 @@ def train_worker(cfg: DPConfig, return_model: bool = False) -> dict:
     history, wall = [], 0.0
     for epoch in range(cfg.epochs):
         sampler.set_epoch(epoch)
-        order = torch.as_tensor(list(iter(sampler)), dtype=torch.long)
+        order = sampler.indices()
         my_steps = math.ceil(len(order) / cfg.batch_size)
         steps = int(_max_over_ranks(my_steps)) if sync.pads_uneven else my_steps
         batch_at = lambda s: train.batch(order[s * cfg.batch_size:(s + 1) * cfg.batch_size])  # noqa: E731
@@ -201,8 +202,7 @@ def run(cfg: DPConfig, progress: bool = True, save: bool = True, log=print, retu
     """Launch ``cfg.nodes`` workers, print one line per epoch, append rows to results/dp.csv."""
     from .launcher import launch
     check_feasible(cfg)
-    outs = launch(train_worker, cfg.nodes, cfg, return_model, threads=cfg.threads, timeout=cfg.timeout,
-                  progress=progress)
+    outs = launch(train_worker, cfg.nodes, cfg, return_model, progress, threads=cfg.threads, timeout=cfg.timeout)
     root = next(o for o in outs if o["rank"] == 0)
     for row in root["history"]:
         log(f"epoch {row['epoch']}/{cfg.epochs}  train loss {row['train_loss']:.4f}  test acc {row['test_acc']:.2f} %"

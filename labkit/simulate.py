@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from . import data, models
-from .dataparallel import DPConfig, _train_labels, make_sampler
+from .dataparallel import DPConfig, _train_labels, make_all_samplers
 from .training import evaluate, make_optimizer
 
 
@@ -50,17 +50,14 @@ def simulate(cfg: DPConfig, return_model: bool = False):
     torch.set_num_threads(max(1, cfg.threads))
     train, test = data.load(cfg.dataset), data.load(cfg.dataset, train=False)
     labels = _train_labels(cfg)
-    node_samplers = [make_sampler(cfg, r, labels) for r in range(cfg.nodes)]
+    node_samplers = make_all_samplers(cfg, labels)
     local = cfg.sync == "local"
     replicas = [models.build(cfg.model, seed=cfg.seed) for _ in range(cfg.nodes if local else 1)]
     opts = [make_optimizer(m, cfg) for m in replicas]
     every = None if cfg.local_steps == "epoch" else int(cfg.local_steps)
     history = []
     for epoch in range(cfg.epochs):
-        orders = []
-        for sampler in node_samplers:
-            sampler.set_epoch(epoch)
-            orders.append(torch.as_tensor(list(iter(sampler)), dtype=torch.long))
+        orders = [sampler.indices(epoch) for sampler in node_samplers]
         steps = max(math.ceil(len(o) / cfg.batch_size) for o in orders)
         loss_sum, batches, since_average = 0.0, 0, 0
         for s in range(steps):

@@ -19,11 +19,7 @@ def _final_params(cfg):
 def _single_process_reference(cfg):
     """One process, batch nodes*b: each step's batch is the union of the ranks' batches."""
     labels = dataparallel._train_labels(cfg)
-    orders = []
-    for rank in range(cfg.nodes):
-        sampler = dataparallel.make_sampler(cfg, rank, labels)
-        sampler.set_epoch(0)
-        orders.append(torch.as_tensor(list(iter(sampler))))
+    orders = [sampler.indices(0) for sampler in dataparallel.make_all_samplers(cfg, labels)]
     model = models.build(cfg.model, seed=cfg.seed)
     opt = training.make_optimizer(model, cfg)
     train = data.load(cfg.dataset)
@@ -78,7 +74,7 @@ def test_local_sgd_with_large_h_differs_from_allreduce():
 def test_very_unequal_quantity_partition_finishes(sync):
     cfg = DPConfig(nodes=3, sync=sync, partition="quantity", beta=0.1, batch_size=8, train_subset=600,
                    epochs=1, threads=1, local_steps=4, timeout=120)
-    sizes = [len(dataparallel.make_sampler(cfg, r, dataparallel._train_labels(cfg))) for r in range(3)]
+    sizes = [len(s) for s in dataparallel.make_all_samplers(cfg, dataparallel._train_labels(cfg))]
     assert max(sizes) > 3 * min(sizes), f"partition not unequal enough to test anything: {sizes}"
     rows = dataparallel.run(cfg, progress=False, save=False, log=lambda *_: None)
     assert rows[0]["samples"] == sum(sizes)
