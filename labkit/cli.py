@@ -17,9 +17,10 @@ from .errors import LabError
 
 
 def _experiments() -> dict:
-    from . import cluster, training
+    from . import cluster, dataparallel, training
     return {"single": (training.SingleConfig, training.train_single),
-            "hello": (cluster.HelloConfig, cluster.run_hello)}
+            "hello": (cluster.HelloConfig, cluster.run_hello),
+            "dp": (dataparallel.DPConfig, dataparallel.run)}
 
 
 def _torchrun_rank() -> int | None:

@@ -55,7 +55,7 @@ class DPConfig:
     straggler: dict = field(default_factory=dict, metadata={"parse": parse_straggler,
                                                             "help": "RANK:DELAY_MS added to every step"})
     train_subset: int = field(default=0, metadata={"help": "use only the first N training samples; 0 = all"})
-    timeout: float = field(default=1800.0, metadata={"help": "seconds before the launch is stopped"})
+    timeout: float = field(default=900.0, metadata={"help": "seconds before the launch is stopped"})
 
     def __post_init__(self):
         check_common(self)
@@ -120,6 +120,7 @@ def train_worker(cfg: DPConfig, return_model: bool = False, progress: bool = Tru
     rank, nodes = dist.get_rank(), dist.get_world_size()
     report = _progress(progress)
     train = data.load(cfg.dataset)
+    train.normalized  # normalise the whole set now, not inside the first timed step
     sampler = make_sampler(cfg, rank, _train_labels(cfg))
     model = models.build(cfg.model, seed=cfg.seed)
     _broadcast_from_rank0(model)  # initial parameters always come from rank 0
@@ -159,7 +160,7 @@ def train_worker(cfg: DPConfig, return_model: bool = False, progress: bool = Tru
                                     len(order), sync.pads_uneven)
         if rank == 0:
             wall += stats["epoch_seconds"]
-            test_loss, test_acc = evaluate(sync.module, test)
+            test_loss, test_acc = evaluate(unwrap(sync.module), test)  # never a DDP forward: it syncs
             history.append({"epoch": epoch + 1, **stats, "wall_seconds": wall, "test_loss": test_loss,
                             "test_acc": test_acc, "bytes_per_step": sync.bytes_per_step(),
                             "samples_per_s": stats["samples"] / stats["epoch_seconds"]})
@@ -167,13 +168,20 @@ def train_worker(cfg: DPConfig, return_model: bool = False, progress: bool = Tru
         dist.barrier()  # other ranks wait for rank 0's evaluation outside the timed loop
     out = {"rank": rank, "history": history}
     if return_model and rank == 0:
-        out["state"] = {k: v.clone() for k, v in models_state(sync.module).items()}
+        out["state"] = {k: v.clone() for k, v in unwrap(sync.module).state_dict().items()}
     return out
 
 
-def models_state(module: torch.nn.Module) -> dict:
-    inner = getattr(module, "module", module)  # unwrap DDP
-    return inner.state_dict()
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The plain model inside a DistributedDataParallel wrapper (or the model itself)."""
+    return getattr(module, "module", module)
+
+
+def _all_gather(tensor: torch.Tensor, nodes: int) -> torch.Tensor:
+    """Every rank's copy of a 1-D tensor, stacked: (nodes, len)."""
+    out = torch.empty(nodes * tensor.numel(), dtype=tensor.dtype)
+    dist.all_gather_single(out, tensor)
+    return out.view(nodes, -1)
 
 
 def _gather_epoch_stats(seconds, compute, comm_per_step, comm_end, loss_sum, batches, samples, padded) -> dict:
@@ -183,11 +191,9 @@ def _gather_epoch_stats(seconds, compute, comm_per_step, comm_end, loss_sum, bat
     nodes = dist.get_world_size()
     local = torch.tensor([seconds, compute, comm_per_step.sum().item() + comm_end, loss_sum, batches, samples],
                          dtype=torch.float64)
-    every = torch.empty(nodes, local.numel(), dtype=torch.float64)
-    dist.all_gather_single(every, local)
+    every = _all_gather(local, nodes)
     if padded and comm_per_step.numel():
-        per_step = torch.empty(nodes, comm_per_step.numel(), dtype=torch.float64)
-        dist.all_gather_single(per_step, comm_per_step)
+        per_step = _all_gather(comm_per_step, nodes)
         comm = per_step.min(dim=0).values.sum().item() + comm_end
         wait = (per_step.sum(dim=1) - per_step.min(dim=0).values.sum()).mean().item()
     else:  # ddp: communication is estimated per step and overlaps; waiting is not separable

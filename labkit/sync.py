@@ -100,11 +100,11 @@ class AllGatherSync(AllReduceSync):
 
     def __init__(self, model, opt, nodes, cfg=None):
         super().__init__(model, opt, nodes, cfg)
-        self.gathered = torch.empty(nodes, self.flat.numel())
+        self.gathered = torch.empty(nodes * self.flat.numel())
 
     def collect(self) -> None:
         dist.all_gather_single(self.gathered, self.flat)
-        torch.sum(self.gathered, dim=0, out=self.flat)
+        torch.sum(self.gathered.view(self.nodes, -1), dim=0, out=self.flat)
 
     def bytes_per_step(self) -> float:
         """Each rank's gradient reaches N-1 others: (N-1) x gradient sent per rank (ring all-gather)."""
@@ -174,8 +174,7 @@ class DDPSync:
         self.nodes, self.opt, self.inner = nodes, opt, model
         self.numel = sum(p.numel() for p in model.parameters())
         # small buckets let the big fc1 gradient start its all-reduce while conv layers backprop
-        self.module = DistributedDataParallel(model, bucket_cap_mb=1, gradient_as_bucket_view=True,
-                                              broadcast_buffers=True)
+        self.module = DistributedDataParallel(model, bucket_cap_mb=1, gradient_as_bucket_view=True)
         self.compute_estimate = 0.0
 
     def calibrate(self, batch, passes: int = 3) -> None:

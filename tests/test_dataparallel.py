@@ -40,7 +40,7 @@ def _assert_same(a, b, atol=1e-5):
 
 
 def _cfg(**kw):
-    base = dict(nodes=2, batch_size=B, train_subset=2 * B * STEPS, epochs=1, threads=1, seed=3)
+    base = dict(nodes=2, batch_size=B, train_subset=2 * B * STEPS, epochs=1, threads=1, seed=3, timeout=120)
     return DPConfig(**{**base, **kw})
 
 
