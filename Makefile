@@ -25,6 +25,7 @@ lab: setup
 
 bench: setup
 	$(BIN)/python benchmarks/baseline.py
+	$(BIN)/python benchmarks/launch.py
 
 # Re-pin after changing dependencies: writes requirements.lock and environment.yml.
 lock: setup

@@ -17,9 +17,10 @@ from .errors import LabError
 
 
 def _experiments() -> dict:
-    from . import cluster, dataparallel, training
+    from . import cluster, comm, dataparallel, training
     return {"single": (training.SingleConfig, training.train_single),
             "hello": (cluster.HelloConfig, cluster.run_hello),
+            "comm": (comm.CommConfig, comm.run_comm),
             "dp": (dataparallel.DPConfig, dataparallel.run)}
 
 

@@ -1,7 +1,7 @@
 """``launch(fn, nodes)``: run one function on N local worker processes joined in a gloo process group.
 
 The parent (a notebook or a script) hosts the rendezvous store and a control socket on 127.0.0.1,
-starts one supervisor interpreter (see ``labkit.worker``) in its own session, and then only
+starts one supervisor interpreter (``labkit.supervisor``) in its own session, and then only
 listens: output lines, progress reports, results and failures arrive as messages. Whatever
 happens (an exception in a rank, a killed rank, the timeout, the Stop button) every process of the
 launch is killed and reaped before ``launch`` returns or raises, and its ports are closed.
@@ -24,8 +24,9 @@ import tempfile
 import time
 from datetime import timedelta
 
-from . import worker
+from . import channel, torchrun, worker
 from .errors import LabError
+from .torchrun import under_torchrun  # noqa: F401
 from .worker import rank, report, rpc_name, world_size  # noqa: F401  (the API used inside workers)
 
 __all__ = ["launch", "WorkerError", "rank", "world_size", "report", "rpc_name", "under_torchrun"]
@@ -46,11 +47,6 @@ class WorkerError(LabError):
         self.tracebacks, self.exitcodes = dict(tracebacks or {}), dict(exitcodes or {})
 
 
-def under_torchrun() -> bool:
-    """True when this process was started by torchrun (or any env:// launcher) as one rank of a job."""
-    return all(v in os.environ for v in worker.TORCHRUN_VARS) and worker.ENV_CONFIG not in os.environ
-
-
 def launch(fn, nodes: int, *args, threads: int = 1, timeout: float = 600, rpc: bool = False, **kwargs) -> list:
     """Run ``fn(*args, **kwargs)`` on ``nodes`` gloo worker processes; return their values in rank order.
 
@@ -61,8 +57,10 @@ def launch(fn, nodes: int, *args, threads: int = 1, timeout: float = 600, rpc: b
     once here, and the values of all ranks are gathered, so every rank gets the full list.
     """
     _check_request(fn, nodes, threads, timeout)
-    if under_torchrun():
-        return _run_as_torchrun_rank(fn, nodes, args, kwargs, threads, timeout, rpc)
+    if os.name != "posix":
+        raise LabError("labkit.launch runs on Linux and macOS; on Windows use WSL2.")
+    if torchrun.under_torchrun():
+        return torchrun.run_as_rank(fn, nodes, args, kwargs, threads, timeout, rpc)
     if nodes > MAX_LOCAL_NODES:
         raise LabError(f"nodes={nodes} is more than {MAX_LOCAL_NODES} local worker processes; "
                        "use fewer, or run on a cluster with torchrun.")
@@ -146,7 +144,7 @@ class _Job:
         self.selector.register(self.listener, selectors.EVENT_READ)
         self.supervisor_log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from labkit import worker; worker.supervise()"],
+            [sys.executable, "-c", "from labkit import supervisor; supervisor.main()"],
             env=self._environment(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=self.supervisor_log, start_new_session=True)
 
@@ -160,7 +158,7 @@ class _Job:
                   "store_port": self.store.port, "parent_pid": os.getpid()}
         loopback = _loopback_interface()
         env.update({
-            worker.ENV_CONFIG: json.dumps(config),
+            channel.ENV_CONFIG: json.dumps(config),
             "PYTHONPATH": os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p),
             "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", "MPLBACKEND": "Agg",
             "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads),
@@ -228,7 +226,7 @@ class _Job:
                 return
             del peer.buffer[:len(self.token)]
             peer.authed = True
-        for message in worker.split_frames(peer.buffer):
+        for message in channel.split_frames(peer.buffer):
             self._on_message(sock, peer, message)
 
     def _drop(self, sock: socket.socket) -> None:
@@ -273,7 +271,7 @@ class _Job:
         try:
             sock.setblocking(True)
             sock.settimeout(30)
-            worker.send(sock, message)
+            channel.send(sock, message)
         except OSError:
             pass  # the rank died meanwhile; its exit report will tell why
         finally:
@@ -422,8 +420,10 @@ class _Job:
             return f"rank {r} lost its connection to the notebook before returning a value."
         if kind == "timeout":
             done = sorted(self.results)
+            never = [str(r) for r in cause["unfinished"] if r not in self.ready]
             return (f"timed out after {self.timeout:g} s: rank(s) {', '.join(map(str, cause['unfinished']))} had "
                     f"not finished" + (f" (rank(s) {', '.join(map(str, done))} had returned)" if done else "")
+                    + (f"; rank(s) {', '.join(never)} never joined the process group" if never else "")
                     + ". Pass a larger timeout= if the job really needs longer.")
         self.supervisor_log.seek(0)
         log = self.supervisor_log.read().decode("utf-8", "replace").strip()[-2000:]
@@ -455,43 +455,3 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
-
-
-# ---------------------------------------------------------------- under torchrun: this process is one rank
-
-_rpc_started_here = [False]
-
-
-def _run_as_torchrun_rank(fn, nodes, args, kwargs, threads, timeout, use_rpc) -> list:
-    import torch
-    import torch.distributed as dist
-    r, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    if nodes != world:
-        raise LabError(f"this job was started by torchrun with WORLD_SIZE={world} processes but asks for "
-                       f"nodes={nodes}; make them agree (torchrun --nnodes x --nproc-per-node = nodes).")
-    if use_rpc and _rpc_started_here[0]:
-        raise LabError("RPC can be initialised only once per process; under torchrun run one rpc job per process.")
-    torch.set_num_threads(threads)
-    owns_group, ok = not dist.is_initialized(), False
-    try:
-        if owns_group:
-            store, _, _ = next(dist.rendezvous("env://", r, world, timeout=timedelta(seconds=timeout)))
-            worker.init_distributed(store, r, world, timeout, use_rpc)
-            _rpc_started_here[0] |= use_rpc
-        value = fn(*args, **kwargs)
-        gathered = [None] * world
-        dist.all_gather_object(gathered, value)
-        ok = True
-        return gathered
-    except Exception as exc:  # noqa: BLE001 - re-raised as a WorkerError naming this rank
-        info = worker.format_failure(exc, r)
-        raise WorkerError(
-            f"rank {r} (host {info['host']}) failed: {info['type']}: {info['message'].strip()}\nIf it mentions a "
-            "closed connection or a timeout, another node stopped or the network between the nodes failed "
-            "(check that node's output, MASTER_ADDR and GLOO_SOCKET_IFNAME).", [r], "exception",
-            {r: info["traceback"]}) from exc
-    finally:
-        if owns_group and dist.is_initialized():
-            if use_rpc:
-                worker.shutdown_rpc(min(10.0, timeout), graceful=ok)
-            dist.destroy_process_group()

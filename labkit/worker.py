@@ -1,110 +1,25 @@
-"""The worker side of ``labkit.launch``: the supervisor that starts the ranks, and each rank's life.
+"""Life of one rank of a launch, and the helpers for code running inside a rank.
 
-A launch runs ``python -c "...supervise()"`` once (a fresh interpreter: nothing of the notebook is
-inherited). The supervisor imports torch once and forks the N ranks from that clean,
-single-threaded state (the forkserver idea; 4 ranks are ready in about a second instead of four
-torch imports), forwards their output line by line and reports how each one ended.
-Each rank connects back to the parent, receives the pickled function, joins the gloo process
-group (and RPC), runs it, returns its value and exits when the parent says so.
-Also here: ``rank()``, ``world_size()`` and ``report(**metrics)`` for code running inside a rank.
+A rank connects to the parent, receives the pickled function, joins the gloo process group (and
+RPC), runs the function, sends back its value or its traceback, and exits when the parent says so.
+``rank()``, ``world_size()`` and ``report(**metrics)`` work under ``labkit.launch`` and under torchrun.
 """
 from __future__ import annotations
 
-import json
 import os
 import pickle
-import signal
 import socket
-import struct
 import sys
 import threading
 import time
 import traceback
 
-ENV_CONFIG = "LABKIT_LAUNCH"          # JSON with the parent's address, token and job settings
+from .channel import config, connect, die_with_parent, recv, send, watch_parent
+
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-_HEADER = struct.Struct("!I")
 REPORT_INTERVAL = 0.1                 # seconds between progress messages of one rank
 
-_channel = None                       # this rank's connection to the parent, when started by launch
-_reporter = None
-
-
-# ---------------------------------------------------------------- wire format (parent <-> ranks)
-
-def send(sock: socket.socket, message, lock: threading.Lock | None = None) -> None:
-    """Send one message: 4-byte length, then the pickle."""
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    frame = _HEADER.pack(len(data)) + data
-    if lock is None:
-        sock.sendall(frame)
-    else:
-        with lock:
-            sock.sendall(frame)
-
-
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
-    chunks, got = [], 0
-    while got < n:
-        chunk = sock.recv(min(n - got, 1 << 20))
-        if not chunk:
-            raise EOFError("the parent closed the connection")
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
-
-
-def recv(sock: socket.socket):
-    """Receive one message sent with ``send`` (blocking)."""
-    (size,) = _HEADER.unpack(_recv_exactly(sock, _HEADER.size))
-    return pickle.loads(_recv_exactly(sock, size))
-
-
-def split_frames(buffer: bytearray) -> list:
-    """Remove and return every complete message at the front of ``buffer`` (non-blocking reader)."""
-    messages = []
-    while len(buffer) >= _HEADER.size:
-        (size,) = _HEADER.unpack_from(buffer)
-        if len(buffer) < _HEADER.size + size:
-            break
-        messages.append(pickle.loads(bytes(buffer[_HEADER.size:_HEADER.size + size])))
-        del buffer[:_HEADER.size + size]
-    return messages
-
-
-def _config() -> dict:
-    return json.loads(os.environ[ENV_CONFIG])
-
-
-def _connect(cfg: dict, hello: tuple) -> socket.socket:
-    """Connect to the parent, prove we are its child (token), and introduce ourselves."""
-    sock = socket.create_connection(tuple(cfg["address"]), timeout=30)
-    sock.settimeout(None)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.sendall(cfg["token"].encode())
-    send(sock, hello)
-    return sock
-
-
-# ---------------------------------------------------------------- never outlive the parent
-
-def _die_with_parent(expected_parent: int) -> None:
-    """Linux: the kernel SIGKILLs us when our parent dies. Elsewhere a watchdog thread does it."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    if os.getppid() != expected_parent:         # the parent died before prctl took effect
-        os._exit(1)
-
-
-def _watch_parent(expected_parent: int) -> None:
-    """Portable back-up for PR_SET_PDEATHSIG: poll the parent pid (started after any fork)."""
-    def watch():
-        while os.getppid() == expected_parent:
-            time.sleep(0.5)
-        os._exit(1)
-    threading.Thread(target=watch, name="labkit-parent-watch", daemon=True).start()
+_reporter = None                      # set in ranks started by launch
 
 
 # ---------------------------------------------------------------- helpers for code inside a rank
@@ -243,7 +158,8 @@ def format_failure(exc: BaseException, rank: int) -> dict:
 
 # ---------------------------------------------------------------- one rank
 
-def _flush_std():
+def flush_std():
+    """Push buffered output into the pipes before a fork or an exit (os._exit skips it)."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -253,12 +169,11 @@ def _flush_std():
 
 def run_rank(rank: int) -> int:
     """Everything one rank does; returns its exit status. Used by both start methods."""
-    global _channel, _reporter
-    cfg = _config()
+    global _reporter
+    cfg = config()
     os.environ["LABKIT_RANK"], os.environ["LABKIT_WORLD_SIZE"] = str(rank), str(cfg["nodes"])
-    sock = _connect(cfg, ("hello", rank, os.getpid()))
+    sock = connect(cfg, ("hello", rank, os.getpid()))
     lock = threading.Lock()
-    _channel = sock
     _reporter = _Reporter(lambda metrics: send(sock, ("report", rank, metrics), lock))
     bye = threading.Event()
 
@@ -273,8 +188,9 @@ def run_rank(rank: int) -> int:
     try:
         sys_path, cwd, payload = recv(sock)
         threading.Thread(target=listen, name="labkit-listen", daemon=True).start()
-        sys.path[:] = sys_path
-        import cloudpickle  # noqa: F401  (the payload needs it to unpickle)
+        sys.path[:] = sys_path  # import what the parent can import, from where it runs
+        os.chdir(cwd)
+        import cloudpickle  # the payload needs it to unpickle
         import torch
         import torch.distributed as dist
         torch.set_num_threads(cfg["threads"])
@@ -286,14 +202,13 @@ def run_rank(rank: int) -> int:
         value = fn(*args, **kwargs)
         _reporter.flush()
         try:
-            import cloudpickle
             result = cloudpickle.dumps(value)
         except Exception as exc:  # noqa: BLE001
             raise TypeError(f"the return value of fn on rank {rank} ({type(value).__name__}) cannot be "
                             f"pickled: {exc}. Return plain data: numbers, lists, dicts, tensors.") from exc
         send(sock, ("result", rank, result), lock)
     except BaseException as exc:  # noqa: BLE001 - every failure goes to the parent, then we exit
-        _flush_std()
+        flush_std()
         try:
             send(sock, ("error", rank, format_failure(exc, rank)), lock)
         except OSError:
@@ -302,7 +217,7 @@ def run_rank(rank: int) -> int:
     bye.wait()
     if cfg["rpc"]:
         shutdown_rpc(min(10.0, cfg["timeout"]))
-    _flush_std()
+    flush_std()
     return 0
 
 
@@ -313,137 +228,11 @@ def _timedelta(seconds):
 
 def spawned_rank() -> None:
     """Entry point of a rank started as its own interpreter (the spawn fallback)."""
-    _die_with_parent(int(os.environ["LABKIT_SUPERVISOR_PID"]))
-    _watch_parent(int(os.environ["LABKIT_SUPERVISOR_PID"]))
+    die_with_parent(int(os.environ["LABKIT_SUPERVISOR_PID"]))
+    watch_parent(int(os.environ["LABKIT_SUPERVISOR_PID"]))
     code = 1
     try:
         code = run_rank(int(os.environ["LABKIT_RANK"]))
     finally:
-        _flush_std()
+        flush_std()
         os._exit(code)
-
-
-# ---------------------------------------------------------------- the supervisor
-
-def _thread_count() -> int:
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        return threading.active_count()
-
-
-def _start_rank(rank: int, method: str, out_w: int, err_w: int, close_in_child: list):
-    """Fork (or spawn) one rank with stdout/stderr on the given pipe ends; return its pid (or Popen)."""
-    if method == "fork":
-        _flush_std()
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                for fd in close_in_child:
-                    os.close(fd)
-                os.dup2(out_w, 1)
-                os.dup2(err_w, 2)
-                os.close(out_w)
-                os.close(err_w)
-                _die_with_parent(int(os.environ["LABKIT_SUPERVISOR_PID"]))
-                _watch_parent(int(os.environ["LABKIT_SUPERVISOR_PID"]))
-                code = run_rank(rank)
-            finally:
-                _flush_std()
-                os._exit(code)
-        return pid
-    import subprocess
-    env = {**os.environ, "LABKIT_RANK": str(rank)}
-    proc = subprocess.Popen([sys.executable, "-c", "from labkit import worker; worker.spawned_rank()"],
-                            stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, env=env)
-    return proc  # keep the Popen alive: a collected Popen may reap our child behind waitpid's back
-
-
-def _forward_lines(fd: int, rank: int, stream: str, sock, lock) -> None:
-    with os.fdopen(fd, "rb") as pipe:
-        for line in iter(lambda: pipe.readline(65536), b""):
-            text = line.decode("utf-8", "replace").rstrip("\r\n")
-            try:
-                send(sock, ("line", rank, stream, text), lock)
-            except OSError:
-                return
-
-
-def supervise() -> None:
-    """Start the N ranks, forward their output, report each exit, reap everything, then exit."""
-    cfg = _config()
-    os.environ["LABKIT_SUPERVISOR_PID"] = str(os.getpid())
-    _die_with_parent(cfg["parent_pid"])
-    sock = _connect(cfg, ("hello", "supervisor", os.getpid()))
-    lock = threading.Lock()
-    import cloudpickle  # noqa: F401  - preload what every rank needs, once
-    import torch  # noqa: F401
-    import torch.distributed  # noqa: F401
-    if cfg["rpc"]:
-        import torch.distributed.rpc  # noqa: F401
-    if sys.platform.startswith("linux"):
-        import ctypes
-        ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans of ranks come to us
-    method = cfg["start"]
-    if method == "fork" and _thread_count() > 1:
-        method = "spawn"  # forking a multi-threaded process is unsafe; fall back
-    pids, readers, read_ends, popens = {}, {}, [], []
-    for r in range(cfg["nodes"]):  # no thread may exist while we fork: readers start afterwards
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        started = _start_rank(r, method, out_w, err_w, read_ends + [out_r, err_r, sock.fileno()])
-        if not isinstance(started, int):
-            popens.append(started)
-            started = started.pid
-        os.close(out_w)
-        os.close(err_w)
-        read_ends += [out_r, err_r]
-        pids[started] = r
-        send(sock, ("started", r, started), lock)
-        readers[r] = [threading.Thread(target=_forward_lines, args=(fd, r, name, sock, lock), daemon=True)
-                      for fd, name in ((out_r, "stdout"), (err_r, "stderr"))]
-    for t in (t for pair in readers.values() for t in pair):
-        t.start()
-    _watch_parent(cfg["parent_pid"])
-
-    def kill_all_if_parent_leaves():
-        try:
-            while sock.recv(1024):
-                pass
-        except OSError:
-            pass
-        for pid in list(pids):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-    threading.Thread(target=kill_all_if_parent_leaves, daemon=True).start()
-
-    while True:
-        try:
-            pid, status = os.waitpid(-1, 0)
-        except ChildProcessError:
-            break
-        if pid in pids:
-            r = pids.pop(pid)
-            for t in readers[r]:
-                t.join(timeout=1.0)
-            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-            try:
-                send(sock, ("exit", r, code), lock)
-            except OSError:
-                pass
-        if not pids:  # every rank is gone: stop stray descendants, then reap them too
-            import psutil
-            for child in psutil.Process().children(recursive=True):
-                try:
-                    child.kill()
-                except psutil.Error:
-                    pass
-    try:
-        send(sock, ("done",), lock)
-    except OSError:
-        pass
-    _flush_std()
-    os._exit(0)
