@@ -17,10 +17,11 @@ from .errors import LabError
 
 
 def _experiments() -> dict:
-    from . import cluster, comm, training
+    from . import cluster, comm, dataparallel, training
     return {"single": (training.SingleConfig, training.train_single),
             "hello": (cluster.HelloConfig, cluster.run_hello),
-            "comm": (comm.CommConfig, comm.run_comm)}
+            "comm": (comm.CommConfig, comm.run_comm),
+            "dp": (dataparallel.DPConfig, dataparallel.run)}
 
 
 def _torchrun_rank() -> int | None:

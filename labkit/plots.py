@@ -174,6 +174,90 @@ def comm_bandwidth(table):
 
 # ---------------------------------------------------------------- data parallelism (notebook 03)
 
+def speedup(table, ax=None, metric: str = "speedup"):
+    """Measured speed-up (or efficiency) against cores, per setup family, with the ideal line."""
+    fig, ax = _axes(ax)
+    for sync, group in table[table["sync"] != "none"].groupby("sync"):
+        group = group.sort_values("cores")
+        ax.plot(group["cores"], group[metric], "o-", label=f"N workers x 1 thread ({sync})")
+    single = table[table["sync"] == "none"].sort_values("cores")
+    ax.plot(single["cores"], single[metric], "s--", color="black", label="1 process x N threads")
+    cores = sorted(table["cores"].unique())
+    ideal = cores if metric == "speedup" else [1.0] * len(cores)
+    ax.plot(cores, ideal, ":", color="grey", label="ideal")
+    ax.set_xticks(cores)
+    ax.set_xlabel("cores used (workers x threads)")
+    ax.set_ylabel("speed-up over 1 process x 1 thread" if metric == "speedup" else "efficiency (speed-up / cores)")
+    ax.set_title(f"{table['model'].iloc[0]}: {metric}")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def time_breakdown(table, ax=None, per: str = "step"):
+    """Stacked bars: seconds of compute, communication and waiting, per training step, for each setup."""
+    fig, ax = _axes(ax, (7, 4))
+    steps = table["samples"] / (table["batch_size"] * table["workers"])
+    scale = 1e3 / steps if per == "step" else 1.0
+    bottom = np.zeros(len(table))
+    for column, colour in (("compute_s", "tab:blue"), ("comm_s", "tab:orange"), ("wait_s", "tab:red")):
+        values = (table[column] * scale).to_numpy()
+        ax.bar(table["setup"], values, bottom=bottom, color=colour, label=column.removesuffix("_s"))
+        bottom += values
+    ax.set_ylabel("ms per step" if per == "step" else "seconds")
+    ax.set_title("where the time goes (per worker, mean over workers)")
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend()
+    return fig
+
+
+def sync_cost(table, ax=None):
+    """Communication seconds and bytes per step of each sync mode at the same node count."""
+    fig, ax = _axes(ax, (6, 4))
+    rows = table[table["sync"] != "none"]
+    x = np.arange(len(rows))
+    ax.bar(x, rows["comm_s"], color="tab:orange")
+    ax.set_xticks(x, rows["setup"], rotation=20)
+    ax.set_ylabel("communication seconds per epoch")
+    twin = ax.twinx()
+    twin.plot(x, rows["bytes_per_step"] / 1e6, "kD", label="MB sent per step per worker")
+    twin.set_ylabel("MB sent per step per worker")
+    twin.set_ylim(bottom=0)
+    twin.legend(loc="upper left", fontsize=8)
+    ax.set_title("cost of gradient aggregation")
+    return fig
+
+
+def straggler(table, ax=None):
+    """Epoch time and the other workers' waiting as one worker gets slower."""
+    fig, ax = _axes(ax)
+    ax.plot(table["delay_ms"], table["epoch_seconds"], "o-", label="epoch seconds")
+    ax.plot(table["delay_ms"], table["wait_s"], "s--", label="waiting (mean over workers)")
+    ax.set_xlabel("straggler delay per step (ms)")
+    ax.set_ylabel("seconds")
+    ax.set_title("one slow node slows everyone")
+    ax.legend()
+    return fig
+
+
+def speedup_projection(predicted, measured=None, ax=None):
+    """Alpha-beta predictions of speed-up for more nodes at several link speeds, with measured points."""
+    fig, ax = _axes(ax)
+    for gbit, group in predicted.groupby("gbit"):
+        ax.plot(group["nodes"], group["speedup"], "o-", label=f"model, {gbit:g} Gbit/s")
+    if measured is not None and len(measured):
+        ax.plot(measured["workers"], measured["speedup"], "k*", markersize=12, label="measured here")
+    nodes = sorted(set(predicted["nodes"]) | set(measured["workers"] if measured is not None else []))
+    ax.plot(nodes, nodes, ":", color="grey", label="ideal")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log", base=2)
+    ax.set_xlabel("nodes")
+    ax.set_ylabel("speed-up over one node")
+    ax.set_title("predicted data-parallel speed-up (ring all-reduce)")
+    ax.legend(fontsize=8)
+    return fig
+
+
+
 
 # ---------------------------------------------------------------- partitioning impact (notebook 04)
 

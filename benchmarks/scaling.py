@@ -1,0 +1,125 @@
+"""Data-parallel speed on this machine, in one run, as samples/s and ratios.
+
+Part 1, for lenet5 (batch 32) and cnn (batch 64 per worker): 1 worker x 1 thread, 1 process x
+2 threads, 2 workers x 1 thread in each sync mode, and the machine's own limit, two independent
+1-thread training processes that never communicate.
+Part 2, the reference workload (2 nodes, lenet5, batch 32, 2 epochs) against a textbook
+implementation: DataLoader over a per-sample Dataset, DistributedSampler, per-parameter all_reduce.
+Usage: python benchmarks/scaling.py [--samples 6400] [--skip-reference]
+"""
+import argparse
+import time
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+import labkit
+from labkit import data, dataparallel, models, training
+from labkit.dataparallel import DPConfig
+
+QUIET = dict(progress=False, save=False, log=lambda *_: None)
+
+
+def independent_worker(model_name: str, batch: int, samples: int) -> float:
+    """Train alone on `samples` samples (no collectives); return seconds."""
+    train = data.load("mnist")
+    train.normalized
+    model = models.build(model_name, seed=0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    order = training.epoch_order(len(train), dist.get_rank(), 0)[:samples]
+    dist.barrier()
+    start = time.perf_counter()
+    for s in range(0, samples, batch):
+        x, y = train.batch(order[s:s + batch])
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def single_rate(model, batch, samples, threads) -> float:
+    cfg = training.SingleConfig(model=model, batch_size=batch, epochs=1, threads=threads, train_subset=samples)
+    rows = training.train_single(cfg, **QUIET)
+    return rows[0]["samples_per_s"]
+
+
+def dp_rate(model, batch, samples, sync) -> float:
+    cfg = DPConfig(model=model, batch_size=batch, nodes=2, sync=sync, epochs=1, train_subset=samples)
+    return dataparallel.run(cfg, **QUIET)[0]["samples_per_s"]
+
+
+def part1(model: str, batch: int, samples: int) -> None:
+    rates = {"1 worker x 1 thread": single_rate(model, batch, samples, 1),
+             "1 process x 2 threads": single_rate(model, batch, samples, 2)}
+    for sync in ("ddp", "allreduce", "allgather", "local"):
+        rates[f"2 workers {sync}"] = dp_rate(model, batch, samples, sync)
+    seconds = max(labkit.launch(independent_worker, 2, model, batch, samples // 2))
+    rates["limit: 2 independent"] = samples / seconds
+    one, two_threads, limit = (rates[k] for k in ("1 worker x 1 thread", "1 process x 2 threads",
+                                                  "limit: 2 independent"))
+    print(f"\n{model}, batch {batch} per worker, {samples} samples per measurement")
+    print(f"  {'configuration':24s} {'samples/s':>10s} {'x 1 worker':>11s} {'x 2 threads':>12s} {'x limit':>8s}")
+    for name, rate in rates.items():
+        print(f"  {name:24s} {rate:10.0f} {rate / one:11.2f} {rate / two_threads:12.2f} {rate / limit:8.2f}")
+
+
+# ---------------------------------------------------------------- the textbook implementation
+
+def textbook_worker(epochs: int, batch: int) -> dict:
+    from torch.utils.data import DataLoader
+    from torch.utils.data.distributed import DistributedSampler
+    from textbook import TutorialMNIST
+    dataset = TutorialMNIST(data.load("mnist"))
+    sampler = DistributedSampler(dataset, seed=0)
+    loader = DataLoader(dataset, batch_size=batch, sampler=sampler)
+    model = models.build("lenet5", seed=0)
+    for p in model.parameters():
+        dist.broadcast(p.data, 0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    world = dist.get_world_size()
+    seconds = 0.0
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        start = time.perf_counter()
+        for x, y in loader:
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            for p in model.parameters():  # one all_reduce per parameter, as in the tutorials
+                dist.all_reduce(p.grad)
+                p.grad /= world
+            opt.step()
+        seconds += time.perf_counter() - start
+    acc = training.evaluate(model, data.load("mnist", train=False))[1] if dist.get_rank() == 0 else None
+    return {"seconds": seconds, "acc": acc}
+
+
+def part2() -> None:
+    import os
+    import sys
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, here)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
+    rows = dataparallel.run(DPConfig(), **QUIET)
+    ours, our_acc = sum(r["epoch_seconds"] for r in rows), rows[-1]["test_acc"]
+    outs = labkit.launch(textbook_worker, 2, 2, 32, timeout=1800)
+    theirs, their_acc = max(o["seconds"] for o in outs), outs[0]["acc"]
+    print("\nreference workload: 2 nodes, lenet5, batch 32, 2 epochs (training wall time, eval excluded)")
+    print(f"  labkit allreduce  {ours:7.1f} s  acc {our_acc:.2f} %")
+    print(f"  textbook          {theirs:7.1f} s  acc {their_acc:.2f} %")
+    print(f"  speed-up labkit/textbook = {theirs / ours:.2f}x (target >= 2.5x at equal or better accuracy)")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--samples", type=int, default=6400, help="samples per cnn measurement (lenet5: 3x)")
+    ap.add_argument("--skip-reference", action="store_true")
+    args = ap.parse_args()
+    part1("lenet5", 32, 3 * args.samples)
+    part1("cnn", 64, args.samples)
+    if not args.skip_reference:
+        part2()
+
+
+if __name__ == "__main__":
+    main()
