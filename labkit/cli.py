@@ -7,7 +7,9 @@ A ``LabError`` is printed as one line (``error: ...``) with exit status 2, never
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import os
 import sys
 import typing
 
@@ -15,8 +17,16 @@ from .errors import LabError
 
 
 def _experiments() -> dict:
-    from . import training
-    return {"single": (training.SingleConfig, training.train_single)}
+    from . import cluster, comm, training
+    return {"single": (training.SingleConfig, training.train_single),
+            "hello": (cluster.HelloConfig, cluster.run_hello),
+            "comm": (comm.CommConfig, comm.run_comm)}
+
+
+def _torchrun_rank() -> int | None:
+    """This process's rank when started by torchrun (``torchrun ... -m labkit run KIND``), else None."""
+    from .launcher import under_torchrun
+    return int(os.environ["RANK"]) if under_torchrun() else None
 
 
 def _parse_bool(text: str) -> bool:
@@ -48,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (config_cls, fn) in _experiments().items():
         p = kinds.add_parser(name, help=(config_cls.__doc__ or "").strip().splitlines()[0])
         add_config_args(p, config_cls)
+        if _torchrun_rank() is not None and "nodes" in {f.name for f in dataclasses.fields(config_cls)}:
+            p.set_defaults(nodes=int(os.environ["WORLD_SIZE"]))  # under torchrun the job size is torchrun's
         p.add_argument("--no-save", action="store_true", help="do not append rows to results/")
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
@@ -60,7 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.pop("command") == "run":
             config_cls, fn = _experiments()[args.pop("kind")]
             save, progress = not args.pop("no_save"), not args.pop("no_progress")
-            fn(config_cls(**args), progress=progress, save=save)
+            if _torchrun_rank() not in (None, 0):  # torchrun: every rank runs this; rank 0 writes results
+                save = progress = False
+            from .progress import hidden
+            with hidden() if not progress else contextlib.nullcontext():
+                fn(config_cls(**args), progress=progress, save=save)
         return 0
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
