@@ -17,10 +17,11 @@ from .errors import LabError
 
 
 def _experiments() -> dict:
-    from . import cluster, comm, training
+    from . import cluster, comm, modelparallel, training
     return {"single": (training.SingleConfig, training.train_single),
             "hello": (cluster.HelloConfig, cluster.run_hello),
-            "comm": (comm.CommConfig, comm.run_comm)}
+            "comm": (comm.CommConfig, comm.run_comm),
+            "mp": (modelparallel.MPConfig, modelparallel.train_mp)}
 
 
 def _torchrun_rank() -> int | None:

@@ -43,6 +43,8 @@ class MPConfig:
     train_subset: int = field(default=0, metadata={"help": "use only the first N training samples; 0 = all"})
     fail_stage: int = field(default=0, metadata={"help": "make stage K fail at its first micro-batch (to see how "
                                                          "failures are reported); 0 = off"})
+    fail_mode: str = field(default="raise", metadata={"help": "how fail_stage fails: raise (an exception) or "
+                                                             "crash (its process dies)"})
     timeout: float = field(default=3600.0, metadata={"help": "stop every process after this many seconds"})
 
     def __post_init__(self):
@@ -58,6 +60,8 @@ class MPConfig:
                            f"(e.g. {self.micro_batches * max(1, self.batch_size // self.micro_batches)}).")
         if self.fail_stage not in (0, 1, 2):
             raise LabError(f"fail_stage must be 0 (off), 1 or 2, got {self.fail_stage}.")
+        if self.fail_mode not in ("raise", "crash"):
+            raise LabError(f"fail_mode must be 'raise' or 'crash', got {self.fail_mode!r}.")
         if self.timeout <= 0:
             raise LabError(f"timeout must be positive, got {self.timeout}.")
         pipeline.resolve_split(models.build(self.model), self.split, self.horizontal)
@@ -68,6 +72,7 @@ class MPConfig:
         return pipeline.resolve_split(models.build(self.model), self.split, self.horizontal)
 
 
+WARMUP = 5          # untimed steps before ``time_steps`` measures
 ROLES = {0: "the master (rank 0)", 1: "stage 1 (worker1, rank 1)", 2: "stage 2 (worker2, rank 2)"}
 
 
@@ -99,15 +104,27 @@ def _explain(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
-def _on_rank(cfg: MPConfig, task: str, progress: bool, steps: int = 1):
+def _on_rank(cfg: MPConfig, task: str, progress: bool, steps: int = 1, more: tuple = ()):
     """The function every rank runs: the master works, the stage workers serve RPC until it is done."""
+    import torch.distributed as dist
+
     from .launcher import rank
     if rank() != 0:
+        dist.barrier()   # serve RPC until the master is done (a crash meanwhile is this rank's failure)
         return None
+    if task == "time":
+        out = [_on_master(c, _time, progress, steps) for c in (cfg, *more)]
+    else:
+        out = _on_master(cfg, _train if task == "train" else _check, progress, steps)
+    dist.barrier()
+    return out
+
+
+def _on_master(cfg: MPConfig, task, progress: bool, steps: int):
     driver = None
     try:
         driver = pipeline.make_driver(cfg, cfg.at)
-        return (_train if task == "train" else _check)(cfg, driver, progress, steps)
+        return task(cfg, driver, progress, steps)
     except RuntimeError as exc:
         raise LabError(f"{_explain(exc)}. The master stopped the run.") from None
     finally:
@@ -156,13 +173,27 @@ def _check(cfg: MPConfig, driver: pipeline._Driver, progress: bool, steps: int) 
             "state": pipeline.merge_parts(cfg.model, cfg.at, cfg.horizontal, driver.states())}
 
 
+def _time(cfg: MPConfig, driver: pipeline._Driver, progress_unused: bool, steps: int) -> dict:
+    """``steps`` timed training steps after a few untimed ones (the first steps warm caches up)."""
+    train = data.load(cfg.dataset, train=True)
+    order = training.epoch_order(len(train), cfg.seed, 0)
+    batches = [train.batch(order[(i * cfg.batch_size) % len(train):][:cfg.batch_size]) for i in range(steps + WARMUP)]
+    for x, y in batches[:WARMUP]:
+        driver.step(x, y)
+    driver.take_events()
+    start = time.perf_counter()
+    for x, y in batches[WARMUP:]:
+        driver.step(x, y)
+    return {"seconds": time.perf_counter() - start, "events": driver.take_events()}
+
+
 # ---------------------------------------------------------------- in the notebook / CLI process
 
-def _launch(cfg: MPConfig, task: str, progress: bool, steps: int = 1):
+def _launch(cfg: MPConfig, task: str, progress: bool, steps: int = 1, more: tuple = ()):
     from .launcher import WorkerError, launch
     threads = training.resolve_threads(cfg.threads)
     try:
-        return launch(_on_rank, cfg.nodes, cfg, task, progress, steps, threads=threads,
+        return launch(_on_rank, cfg.nodes, cfg, task, progress, steps, more, threads=threads,
                       timeout=cfg.timeout, rpc=True)[0]
     except WorkerError as exc:
         if exc.ranks and exc.ranks[0] in (1, 2):
@@ -217,3 +248,53 @@ def local_step(cfg: MPConfig, steps: int = 1) -> dict:
         opt.step()
         losses.append(loss.item())
     return {"losses": losses, "grads": grads, "state": {k: v.clone() for k, v in model.state_dict().items()}}
+
+
+def time_steps(configs: list[MPConfig], steps: int = 30) -> pd.DataFrame:
+    """Time ``steps`` training steps of each config, all in one 3-process launch so they are measured
+    under the same conditions. One row per config: step time, per-worker compute, rpc wait and idle
+    fraction, bytes per step, and the pipelining bound from the stage times of the same model and split
+    with one micro-batch (when that config is in the list)."""
+    if not configs:
+        raise LabError("time_steps needs at least one configuration.")
+    if steps < 1:
+        raise LabError(f"steps must be at least 1, got {steps}.")
+    if len({c.threads for c in configs}) > 1:
+        raise LabError("all configurations timed together must use the same threads per process.")
+    measured = _launch(configs[0], "time", False, steps, tuple(configs[1:]))
+    rows = []
+    for cfg, out in zip(configs, measured):
+        stats = mpanalysis.summarize(mpanalysis.events_frame(out["events"]), out["seconds"], cfg.horizontal)
+        per_step = {k.replace("_s", "_ms"): 1e3 * v / steps for k, v in stats.items() if k.endswith("_s")}
+        rows.append({"model": cfg.model, "split_at": cfg.at, "horizontal": cfg.horizontal,
+                     "micro_batches": cfg.micro_batches, "batch_size": cfg.batch_size,
+                     "step_ms": 1e3 * out["seconds"] / steps, "samples_per_s": steps * cfg.batch_size / out["seconds"],
+                     **per_step, **{k: v for k, v in stats.items() if not k.endswith("_s")}})
+    table = pd.DataFrame(rows)
+    key = ["model", "split_at", "horizontal", "batch_size"]
+    base = table[table.micro_batches == 1].groupby(key)[["step_ms", "worker1_compute_ms", "worker2_compute_ms"]].median()
+    speedup, bound = [], []
+    for _, row in table.iterrows():
+        b = base.loc[tuple(row[key])] if tuple(row[key]) in base.index else None
+        speedup.append(b.step_ms / row.step_ms if b is not None else float("nan"))
+        bound.append(mpanalysis.pipeline_bound(b.worker1_compute_ms, b.worker2_compute_ms, int(row.micro_batches))
+                     if b is not None else float("nan"))
+    return table.assign(speedup_vs_m1=speedup, bound=bound)
+
+
+def local_step_ms(model: str, batch_size: int = 32, steps: int = 100, threads: int = 1, seed: int = 0) -> float:
+    """Milliseconds per training step of the whole model in this process (the single-machine reference)."""
+    torch.set_num_threads(threads)
+    train = data.load("mnist", train=True)
+    order = training.epoch_order(len(train), seed, 0)
+    net = models.build(model, seed=seed)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    batches = [train.batch(order[i * batch_size:(i + 1) * batch_size]) for i in range(steps + WARMUP)]
+    for i, (x, y) in enumerate(batches):
+        if i == WARMUP:
+            start = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return 1e3 * (time.perf_counter() - start) / steps

@@ -154,7 +154,7 @@ def profile_layers(model_name: str, batch_size: int = 32, repeats: int = 20, see
                      "params": sum(p.numel() for p in layer.parameters())})
     table = pd.DataFrame(rows)
     table["share"] = table.ms / table.ms.sum()
-    table["stage1_share_if_split_after"] = table.share.cumsum()
+    table["cumulative_share"] = table.share.cumsum()   # stage 1's share if stage 2 starts at the next layer
     return table
 
 

@@ -9,6 +9,7 @@ Stages record when they compute (forward and backward) so the master can draw a 
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 import warnings
@@ -132,7 +133,7 @@ class Stage(nn.Module):
     backward (as the PyTorch RPC pipeline example does with a lock), and records when."""
 
     def __init__(self, name: str, model_name: str, seed: int, at: int, horizontal: bool, part: str,
-                 fail: bool = False):
+                 fail: str = ""):
         super().__init__()
         _quiet_optimizer_warning()
         self.name, self.fail = name, fail
@@ -153,6 +154,8 @@ class Stage(nn.Module):
                                f"{type(exc).__name__}: {exc}") from exc
 
     def _compute(self, seq: int, x: torch.Tensor) -> torch.Tensor:
+        if self.fail == "crash":
+            os._exit(13)   # as if the process was killed: no exception, no goodbye
         if self.fail:
             raise RuntimeError(f"injected failure (fail_stage) at micro-batch {seq}")
         start = time.perf_counter()
@@ -239,7 +242,7 @@ class _Driver:
         for k, part in enumerate(self.parts, start=1):
             name = f"stage {k}" if not cfg.horizontal else f"half {k}"
             self.stages[part] = rpc.remote(f"worker{k}", Stage, args=(
-                name, cfg.model, cfg.seed, at, cfg.horizontal, part, cfg.fail_stage == k))
+                name, cfg.model, cfg.seed, at, cfg.horizontal, part, cfg.fail_mode if cfg.fail_stage == k else ""))
         self.local = {p: build_part(cfg.model, cfg.seed, at, cfg.horizontal, p) for p in self.local_parts}
         params = [r for stage in self.stages.values() for r in call(stage, "parameter_rrefs")]
         params += [rpc.RRef(p) for module in self.local.values() for p in module.parameters()]
