@@ -298,3 +298,14 @@ def local_step_ms(model: str, batch_size: int = 32, steps: int = 100, threads: i
         loss.backward()
         opt.step()
     return 1e3 * (time.perf_counter() - start) / steps
+
+
+def compare_to_local(cfg: MPConfig, steps: int = 2) -> pd.DataFrame:
+    """Largest differences between the RPC run and the whole model in one process, per parameter:
+    first-step gradient and parameters after ``steps`` steps (and the loss of every step)."""
+    remote, local = check_step(cfg, steps), local_step(cfg, steps)
+    rows = [{"parameter": name, "max |grad difference|": (remote["grads"][name] - g).abs().max().item(),
+             "max |parameter difference|": (remote["state"][name] - local["state"][name]).abs().max().item()}
+            for name, g in local["grads"].items()]
+    loss = max(abs(a - b) for a, b in zip(remote["losses"], local["losses"]))
+    return pd.DataFrame(rows + [{"parameter": "loss (every step)", "max |grad difference|": loss}]).set_index("parameter")

@@ -141,14 +141,16 @@ def profile_layers(model_name: str, batch_size: int = 32, repeats: int = 20, see
         for layer in model:
             inputs.append(x)
             x = layer(x)
-    rows = []
+    rows, upstream_params = [], False
     for i, (layer, h) in enumerate(zip(model, inputs)):
-        h = h.clone().requires_grad_(i > 0)
+        h = h.clone().requires_grad_(upstream_params)   # an input gradient only if something before learns
+        upstream_params |= any(True for _ in layer.parameters())
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
             out = layer(h)
-            out.backward(torch.ones_like(out))
+            if out.requires_grad:
+                out.backward(torch.ones_like(out))
             times.append(time.perf_counter() - start)
         rows.append({"layer": i, "kind": type(layer).__name__, "ms": 1e3 * float(np.median(times)),
                      "params": sum(p.numel() for p in layer.parameters())})
@@ -162,3 +164,22 @@ def best_split(profile: pd.DataFrame) -> int:
     """The split point (first layer of stage 2) that makes the slower stage as fast as possible."""
     stage1 = profile.share.cumsum().to_numpy()[:-1]        # split at k+1: stage 1 = layers 0..k
     return int(np.argmin(np.maximum(stage1, 1 - stage1))) + 1
+
+
+def comparison(single: list[dict], runs: dict[str, list[dict]], model: str = "lenet5", batch_size: int = 32) -> pd.DataFrame:
+    """One row per way of training: the single process, data parallelism's communication (2 nodes,
+    computed from the parameter count; its time and accuracy are measured in notebook 03), and
+    each model-parallel run (``runs``: name -> result rows). Times and accuracy are the last epoch's."""
+    last = single[-1]
+    dp = data_parallel_bytes(model, nodes=2)
+    table = [{"training": "single machine", "processes": 1, "wall s": last["wall_seconds"], "test acc %": last["test_acc"],
+              "samples/s": last["samples_per_s"], "bytes per step": 0, "bytes per sample": 0.0},
+             {"training": "data parallel, 2 nodes (gradient bytes)", "processes": 2, "wall s": np.nan,
+              "test acc %": np.nan, "samples/s": np.nan, "bytes per step": dp["dp_bytes_per_step"],
+              "bytes per sample": dp["dp_bytes_per_step"] / (2 * batch_size)}]
+    for name, rows in runs.items():
+        r = rows[-1]
+        table.append({"training": name, "processes": 3, "wall s": r["wall_seconds"], "test acc %": r["test_acc"],
+                      "samples/s": r["samples_per_s"], "bytes per step": r["bytes_per_step"],
+                      "bytes per sample": r["bytes_per_step"] / r["batch_size"]})
+    return pd.DataFrame(table).set_index("training")
