@@ -15,8 +15,10 @@ NAME = "05_model_parallel_rpc.ipynb"
 def executed(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("PYTHONPATH", str(ROOT))  # the kernel imports this checkout's labkit
+    folder = tmp_path_factory.mktemp("nb05")
+    mp.setenv("LABKIT_RESULTS", str(folder / "results"))  # module-scoped: conftest's per-test folder is not set yet
     try:
-        yield execute(NAME, tmp_path_factory.mktemp("nb05"), quick=True)
+        yield execute(NAME, folder, quick=True)
     finally:
         mp.undo()
 
