@@ -131,9 +131,19 @@ def pipeline_bound(t1: float, t2: float, m: int) -> float:
     return m * (t1 + t2) / (t1 + t2 + (m - 1) * max(t1, t2))
 
 
-def profile_layers(model_name: str, batch_size: int = 32, repeats: int = 20, seed: int = 0) -> pd.DataFrame:
-    """Forward + backward time of each layer on this process (median of ``repeats``), the share of
-    the whole, and, for each possible split point, how the work divides between the two stages."""
+def profile_layers(model_name: str, batch_size: int = 32, repeats: int = 20, seed: int = 0,
+                   threads: int = 1) -> pd.DataFrame:
+    """Forward + backward time of each layer in this process with ``threads`` torch threads, as a
+    stage worker runs it (median of ``repeats``), each layer's share of the whole, and the cumulative share."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _profile(model_name, batch_size, repeats, seed)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _profile(model_name: str, batch_size: int, repeats: int, seed: int) -> pd.DataFrame:
     model = models.build(model_name, seed=seed)
     x = torch.randn(batch_size, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
     inputs = []

@@ -111,6 +111,15 @@ def test_cli_bad_input_is_one_line():
                                    "size divisible by 5 (e.g. 30).")
 
 
+@pytest.mark.slow
+def test_cli_runs_a_short_model_parallel_job_and_records_it():
+    proc = run_cli("run", "mp", "--epochs", "1", "--train-subset", "320", "--micro-batches", "2", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "epoch 1/1" in proc.stdout and "idle w1" in proc.stdout
+    table = results.load("mp")
+    assert len(table) == 1 and table.micro_batches.iloc[0] == 2 and table.steps.iloc[0] == 10
+
+
 # ---------------------------------------------------------------- analysis of recorded events
 
 def fake_events(schedule, steps_at):
