@@ -258,9 +258,9 @@ class _Driver:
         first_seq, began = self.seq, time.perf_counter()
         with dist_autograd.context() as ctx:
             outputs = self.forward(x.tensor_split(self.cfg.micro_batches), first_seq)
-            losses = [F.cross_entropy(out, t, reduction="sum")
-                      for out, t in zip(outputs, y.tensor_split(self.cfg.micro_batches)) if len(t)]
-            loss = torch.stack(losses).sum() / len(y)
+            targets = [t for t in y.tensor_split(self.cfg.micro_batches) if len(t)]   # as _number skips empties
+            losses = [F.cross_entropy(out, t, reduction="sum") for out, t in zip(outputs, targets)]
+            loss = torch.stack(losses).sum() / len(y)   # the batch mean, whatever the micro-batch sizes
             backward = time.perf_counter()
             dist_autograd.backward(ctx, [loss])
             if context is not None:

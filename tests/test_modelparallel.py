@@ -255,6 +255,15 @@ def test_rerunning_works_and_pipelined_events_show_both_stages_busy_at_once():
 
 
 @pytest.mark.slow
+def test_a_last_batch_shorter_than_the_micro_batch_count_is_cut_into_fewer_pieces():
+    cfg = modelparallel.MPConfig(epochs=1, train_subset=35, micro_batches=4)   # batches of 32 and 3
+    run = modelparallel.train_mp(cfg, progress=False, save=False, log=lambda *_: None)
+    fwd = run.events[(run.events.worker == "worker1") & (run.events.phase_name == "fwd")]
+    assert fwd.groupby("step").size().tolist() == [4, 3]
+    assert fwd.in_bytes.sum() == 35 * 28 * 28 * 4 and math.isfinite(run.rows[0]["train_loss"])
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("stage,mode", [(2, "raise"), (1, "crash")])
 def test_a_failing_stage_stops_all_three_processes_and_is_named(stage, mode):
     cfg = modelparallel.MPConfig(fail_stage=stage, fail_mode=mode, epochs=1, train_subset=320)
