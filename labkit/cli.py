@@ -17,11 +17,12 @@ from .errors import LabError
 
 
 def _experiments() -> dict:
-    from . import cluster, comm, dataparallel, training
+    from . import cluster, comm, dataparallel, modelparallel, training
     return {"single": (training.SingleConfig, training.train_single),
             "hello": (cluster.HelloConfig, cluster.run_hello),
             "comm": (comm.CommConfig, comm.run_comm),
-            "dp": (dataparallel.DPConfig, dataparallel.run)}
+            "dp": (dataparallel.DPConfig, dataparallel.run),
+            "mp": (modelparallel.MPConfig, modelparallel.train_mp)}
 
 
 def _torchrun_rank() -> int | None:

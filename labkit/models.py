@@ -88,11 +88,22 @@ def _cnn() -> StagedModel:
     return StagedModel(*features, *classifier, split=len(features))
 
 
+def _mlp(width: int = 784, hidden: int = 4) -> StagedModel:
+    """Equal hidden layers (784 = 28x28 wide, so the input layer costs the same as the others),
+    split in the middle: the balanced model on which pipelining can be seen working."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    for k in range(hidden):
+        layers += [nn.Linear(784 if k == 0 else width, width), nn.ReLU()]
+    layers.append(nn.Linear(width, 10))
+    return StagedModel(*layers, split=1 + hidden)
+
+
 MODELS: dict[str, Callable[[], StagedModel]] = {
     "lenet5": _lenet5,
     "lenet5_bn": lambda: _lenet5("bn"),
     "lenet5_gn": lambda: _lenet5("gn"),
     "cnn": _cnn,
+    "mlp": _mlp,
 }
 
 
