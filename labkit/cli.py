@@ -67,6 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def user_message(exc: LabError) -> str:
+    """One line for a user mistake, even when a worker found it; a worker crash keeps its traceback."""
+    from .launcher import WorkerError
+    if isinstance(exc, WorkerError) and exc.ranks:
+        last = (exc.tracebacks.get(exc.ranks[0]) or "").strip().splitlines()[-1:]
+        prefix = f"{LabError.__module__}.{LabError.__name__}: "
+        if last and last[0].startswith(prefix):
+            return f"rank {exc.ranks[0]}: {last[0][len(prefix):]}"
+    return str(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
@@ -81,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                 fn(config_cls(**args), progress=progress, save=save)
         return 0
     except LabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {user_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

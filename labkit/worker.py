@@ -131,7 +131,10 @@ def init_distributed(store, rank: int, world: int, timeout: float, use_rpc: bool
                 "labkit-store", _store_rendezvous)
         _rpc_store[0] = store
         options = rpc.TensorPipeRpcBackendOptions(init_method="labkit-store://", rpc_timeout=timeout)
-        rpc.init_rpc(rpc_name(rank), rank=rank, world_size=world, rpc_backend_options=options)
+        import warnings
+        with warnings.catch_warnings():  # torch's own RPC start-up trips its ProcessGroup deprecation warning
+            warnings.filterwarnings("ignore", message="You are using a Backend .* as a ProcessGroup")
+            rpc.init_rpc(rpc_name(rank), rank=rank, world_size=world, rpc_backend_options=options)
 
 
 def shutdown_rpc(timeout: float, graceful: bool = True) -> None:

@@ -380,3 +380,16 @@ def test_stop_button_in_a_live_kernel_stops_workers_and_the_kernel_goes_on(monke
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_cli_reports_a_labkit_error_raised_in_a_worker_as_one_line():
+    from labkit import cli
+
+    def bad_input():
+        from labkit.errors import LabError
+        raise LabError("alpha must be positive; use alpha > 0")
+
+    with pytest.raises(LabError) as caught:
+        labkit.launch(bad_input, 2, timeout=60)
+    import re
+    assert re.fullmatch(r"rank [01]: alpha must be positive; use alpha > 0", cli.user_message(caught.value))
