@@ -142,12 +142,11 @@ def failure(nb) -> tuple[int | None, str]:
     return None, ""
 
 
-def execute(path: Path, target: Path, cfg: ReportConfig, position: str = "") -> NotebookRun:
-    """Run one notebook into ``target``; never raises for a failure inside the notebook."""
+def execute(path: Path, target: Path, cfg: ReportConfig, quick: bool = False, position: str = "") -> NotebookRun:
+    """Run one notebook into ``target`` (with ``quick=True`` if asked); never raises for a failure inside it."""
     import papermill
 
     source = nbformat.read(path, as_version=4)
-    quick = cfg.quick and "quick" in parameter_names(source)
     start = time.monotonic()
     problem = None
     try:
@@ -155,7 +154,7 @@ def execute(path: Path, target: Path, cfg: ReportConfig, position: str = "") -> 
                                    kernel_name="python3", language="python", cwd=str(cfg.notebooks),
                                    progress_bar={"desc": f"{position}{path.stem}", "leave": True},
                                    execution_timeout=cfg.timeout, log_output=False,
-                                   extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no transport warnings
+                                   extra_arguments=["--IPKernelApp.log_level=CRITICAL"])  # no kernel log noise
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - a notebook's failure is reported, not raised
@@ -165,6 +164,8 @@ def execute(path: Path, target: Path, cfg: ReportConfig, position: str = "") -> 
     run = NotebookRun(path.name, problem is None, seconds, len(lab_cells(source)), quick)
     if problem is not None:
         run.failed_cell, run.error = failure(executed)
+        if isinstance(problem, TimeoutError):  # nbclient interrupted the cell: say why, not "KeyboardInterrupt"
+            run.error = f"timed out: the cell ran longer than {cfg.timeout} s (--timeout)"
         run.error = run.error or f"{type(problem).__name__}: {_last_line(problem)}".rstrip(": ")
     return run
 
@@ -249,10 +250,10 @@ def run(cfg: ReportConfig, log=print) -> list[NotebookRun]:
     with _kernel_environment(out / "tables"):
         for i, path in enumerate(chosen, 1):
             target = out / "notebooks" / path.name
-            note = "" if not cfg.quick or "quick" in parameter_names(nbformat.read(path, as_version=4)) \
-                else " (no quick parameter: its defaults)"
+            quick = cfg.quick and "quick" in parameter_names(nbformat.read(path, as_version=4))
+            note = " (no quick parameter: its defaults)" if cfg.quick and not quick else ""
             log(f"[{i}/{len(chosen)}] {path.name}{note}")
-            result = execute(path, target, cfg, position=f"[{i}/{len(chosen)}] ")
+            result = execute(path, target, cfg, quick, position=f"[{i}/{len(chosen)}] ")
             if target.exists():
                 executed = nbformat.read(target, as_version=4)
                 result.figures = len(save_figures(executed, out / "figures" / path.stem))

@@ -3,6 +3,7 @@ stop the others, figures, tables, key numbers, run.json and results/README.md; p
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 import nbformat
@@ -201,3 +202,14 @@ def test_final_accuracies_take_each_runs_last_epoch_and_the_settings_that_differ
     assert table.to_dict("records") == [{"nodes": 2, "strategy": "iid", "epoch": 2, "test_acc": 92.0},
                                         {"nodes": 2, "strategy": "sorted", "epoch": 2, "test_acc": 42.0}]
 
+
+
+def test_a_cell_that_runs_past_the_timeout_fails_its_notebook(tmp_path):
+    (tmp_path / "lab").mkdir()
+    _write(tmp_path / "lab", "01_hangs.ipynb", [new_code_cell("import time"), new_code_cell("time.sleep(120)"),
+                                                new_code_cell("print('never')")])
+    start = time.monotonic()
+    (run,) = report.run(report.ReportConfig(notebooks=str(tmp_path / "lab"), out=str(tmp_path / "out"), timeout=2),
+                        log=lambda *_: None)
+    assert time.monotonic() - start < 60
+    assert (run.ok, run.failed_cell) == (False, 2) and "timed out" in run.error.lower(), run.error
