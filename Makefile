@@ -14,8 +14,9 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev]"
 	touch $(STAMP)
 
+# Execute every notebook headless into results/ (notebooks, HTML, figures, tables, README.md).
 results: setup
-	$(BIN)/labkit run single --no-progress
+	$(BIN)/labkit report
 
 test: setup
 	$(BIN)/python -m pytest

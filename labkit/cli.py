@@ -1,4 +1,5 @@
-"""The ``labkit`` command. ``labkit run KIND --field value ...`` maps flags onto a config dataclass.
+"""The ``labkit`` command. ``labkit run KIND --field value ...`` maps flags onto a config dataclass;
+``labkit report`` executes every notebook into results/, ``labkit grade`` checks student notebooks.
 
 Each experiment kind registers ``(ConfigClass, run_function)`` in ``EXPERIMENTS``; flags are
 generated from the dataclass fields, so the CLI and the notebooks share one set of defaults.
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.set_defaults(nodes=int(os.environ["WORLD_SIZE"]))  # under torchrun the job size is torchrun's
         p.add_argument("--no-save", action="store_true", help="do not append rows to results/")
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_report_and_grade(sub)
     return parser
 
 
@@ -77,12 +79,57 @@ def user_message(exc: LabError) -> str:
             return f"rank {exc.ranks[0]}: {last[0][len(prefix):]}"
     return str(exc)
 
+def _add_report_and_grade(sub) -> None:
+    from .report import ReportConfig
+    report = sub.add_parser("report", help="execute every notebook headless and collect results/ (make results)")
+    report.add_argument("--quick", action="store_true", help="pass quick=True to every notebook (a smoke run)")
+    report.add_argument("--only", action="append", default=[], metavar="NAMES",
+                        help="run only these notebooks, e.g. --only 02,03 (number, name or file name)")
+    report.add_argument("--out", default="", help="results folder (default: $LABKIT_RESULTS, else results/)")
+    report.add_argument("--notebooks", default=ReportConfig.notebooks, help="folder of NN_*.ipynb notebooks")
+    report.add_argument("--timeout", type=int, default=ReportConfig.timeout,
+                        help=f"seconds one cell may run (default: {ReportConfig.timeout})")
+    grade = sub.add_parser("grade", help="check executed student notebooks against the reference run")
+    grade.add_argument("submissions", nargs="+", metavar="SUBMISSION", help="executed notebooks or folders of them")
+    grade.add_argument("--reference", default=None, help="results folder of the reference run (default: results/)")
+    grade.add_argument("--csv", default="grades.csv", help="where to write the table (default: grades.csv)")
+
+
+def _report(args: dict) -> int:
+    from . import report
+    only = tuple(name.strip() for names in args["only"] for name in names.split(",") if name.strip())
+    cfg = report.ReportConfig(quick=args["quick"], only=only, out=args["out"], notebooks=args["notebooks"],
+                              timeout=args["timeout"])
+    runs = report.run(cfg)
+    failed = [r for r in runs if not r.ok]
+    print(f"{len(runs) - len(failed)} of {len(runs)} notebooks ran OK; results in {cfg.out} (README.md there)")
+    for r in failed:
+        print(f"FAILED {r.name}: {r.line()}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _grade(args: dict) -> int:
+    from . import grade
+    table = grade.grade(args["submissions"], args["reference"])
+    print(grade.format_table(table))
+    for note in grade.reference_notes(args["reference"]):
+        print(note)
+    table.to_csv(args["csv"], index=False)
+    passed = int((table["result"] == "pass").sum())
+    print(f"{passed} of {len(table)} passed every check; table written to {args['csv']}")
+    return 0 if passed == len(table) else 1
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     try:
-        if args.pop("command") == "run":
+        command = args.pop("command")
+        if command == "report":
+            return _report(args)
+        if command == "grade":
+            return _grade(args)
+        if command == "run":
             config_cls, fn = _experiments()[args.pop("kind")]
             save, progress = not args.pop("no_save"), not args.pop("no_progress")
             if _torchrun_rank() not in (None, 0):  # torchrun: every rank runs this; rank 0 writes results
