@@ -77,4 +77,5 @@ def straggler_study(delays_ms=(0, 10, 30), nodes: int = 2, sync: str = "allreduc
 def _save(frame: pd.DataFrame, table: str | None) -> None:
     if table:
         env = results.run_rows({}, [{}])[0]  # run_id + environment columns
-        results.append([{**row, **env} for row in frame.to_dict("records")], table)
+        env["machine_cores"] = env.pop("cores")  # "cores" here means the cores a setup used
+        results.append([{**env, **row} for row in frame.to_dict("records")], table)
