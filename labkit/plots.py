@@ -239,24 +239,28 @@ def straggler(table, ax=None):
     return fig
 
 
-def speedup_projection(predicted, measured=None, ax=None):
-    """Alpha-beta predictions of speed-up for more nodes at several link speeds, with measured points."""
-    fig, ax = _axes(ax)
-    for gbit, group in predicted.groupby("gbit"):
-        ax.plot(group["nodes"], group["speedup"], "o-", label=f"model, {gbit:g} Gbit/s")
-    if measured is not None and len(measured):
-        ax.plot(measured["workers"], measured["speedup"], "k*", markersize=12, label="measured here")
-    nodes = sorted(set(predicted["nodes"]) | set(measured["workers"] if measured is not None else []))
-    ax.plot(nodes, nodes, ":", color="grey", label="ideal")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log", base=2)
-    ax.set_xlabel("nodes")
-    ax.set_ylabel("speed-up over one node")
-    ax.set_title("predicted data-parallel speed-up (ring all-reduce)")
-    ax.legend(fontsize=8)
+def speedup_projection(predicted, measured=None):
+    """Alpha-beta predictions of speed-up for more nodes at several link speeds, one panel per model,
+    with the speed-ups measured on this machine as stars."""
+    names = list(dict.fromkeys(predicted["model"]))
+    fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4), layout="constrained", squeeze=False)
+    for ax, name in zip(axes[0], names):
+        mine = predicted[predicted["model"] == name]
+        for gbit, group in mine.groupby("gbit"):
+            ax.plot(group["nodes"], group["speedup"], "o-", label=f"model, {gbit:g} Gbit/s")
+        points = measured[measured["model"] == name] if measured is not None else mine.iloc[:0]
+        if len(points):
+            ax.plot(points["workers"], points["speedup"], "k*", markersize=12, label="measured here")
+        nodes = sorted(set(mine["nodes"]) | set(points.get("workers", [])))
+        ax.plot(nodes, nodes, ":", color="grey", label="ideal")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        ax.set_xlabel("nodes")
+        ax.set_ylabel("speed-up over one node")
+        ax.set_title(f"{name}: {mine['grad_mb'].iloc[0]:.2f} MB gradients, "
+                     f"{mine['step_ms'].iloc[0]:.1f} ms compute per step")
+        ax.legend(fontsize=8)
     return fig
-
-
 
 
 # ---------------------------------------------------------------- partitioning impact (notebook 04)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from . import dataparallel, results, training
+from . import comm, dataparallel, models, results, training
 from .dataparallel import DPConfig
 
 QUIET = dict(progress=False, save=False, log=lambda *_: None)
@@ -58,6 +58,31 @@ def with_speedup(frame: pd.DataFrame) -> pd.DataFrame:
     frame["speedup"] = frame["samples_per_s"] / base
     frame["efficiency"] = frame["speedup"] / frame["cores"]
     return frame
+
+
+def compute_vs_comm(tables, sync: str = "allreduce") -> pd.DataFrame:
+    """For each model's table: the 2-worker run's compute and communication seconds, their ratio and speed-up."""
+    rows = pd.concat(tables)
+    rows = rows[(rows["workers"] == 2) & (rows["sync"] == sync)].copy()
+    rows["compute_per_comm"] = rows["compute_s"] / rows["comm_s"].clip(lower=1e-9)
+    return rows[["model", "setup", "speedup", "efficiency", "compute_s", "comm_s", "compute_per_comm"]]
+
+
+def projection(tables, alpha: float, nodes=(2, 4, 8, 16, 32, 64), gbits=(1, 10, 100)):
+    """Alpha-beta speed-up predictions (weak scaling, ring all-reduce, no overlap) for each model's table.
+
+    Compute per step comes from the table's 1-process x 1-thread run, gradient bytes from the model.
+    Returns (predicted, measured): measured are the table's all-reduce runs, speed-up over 1 thread.
+    """
+    predicted, measured = [], []
+    for table in tables:
+        one = table[table["setup"] == "1 process x 1 thread"].iloc[0]
+        step = one["compute_s"] / (one["samples"] / one["batch_size"])
+        grad_bytes = 4 * models.count_parameters(models.build(one["model"]))
+        predicted.append(comm.speedup_table(step, grad_bytes, alpha=alpha, nodes=nodes, gbits=gbits)
+                         .assign(model=one["model"], step_ms=step * 1e3, grad_mb=grad_bytes / 1e6))
+        measured.append(table[table["sync"] == "allreduce"])
+    return pd.concat(predicted, ignore_index=True), pd.concat(measured, ignore_index=True)
 
 
 def straggler_study(delays_ms=(0, 10, 30), nodes: int = 2, sync: str = "allreduce", model: str = "lenet5",

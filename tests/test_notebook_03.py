@@ -18,7 +18,7 @@ def test_notebook_03_is_clean_and_structured():
 
 
 def test_notebook_03_runs_in_quick_mode(tmp_path):
-    nb = execute(NAME, tmp_path, quick=True, nodes=[1, 2])
+    nb = execute(NAME, tmp_path, quick=True, nodes=[2])
     text = outputs_text(nb)
     assert "Best 2-worker mode" in text and "all-gather sends" in text and "this machine: alpha" in text
     assert "[node 1]" not in text or "Traceback" not in text
