@@ -32,6 +32,8 @@ NOT_IN_KEY = ("timeout",)  # fields that cannot change a run's numbers
 
 @dataclass(frozen=True)
 class Job:
+    """One run to do: a config (with its seed) and its key."""
+
     key: str
     config: object
 
@@ -52,6 +54,7 @@ class Sweep:
 
     @property
     def errors(self) -> pd.DataFrame:
+        """The error rows of the runs that failed."""
         runs = self.runs
         return runs.loc[runs["status"] == "failed"] if len(runs) else runs
 
@@ -81,7 +84,8 @@ def expand(configs, seeds, runner) -> list[Job]:
     for config in configs:
         for seed in seeds:
             one = dataclasses.replace(config, seed=int(seed))
-            jobs.setdefault(run_key(one, runner), Job(run_key(one, runner), one))
+            key = run_key(one, runner)
+            jobs.setdefault(key, Job(key, one))
     return list(jobs.values())
 
 

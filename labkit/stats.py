@@ -58,7 +58,8 @@ def difference_ci(a, b) -> tuple[float, float]:
     se = math.sqrt(va + vb)
     if se == 0:
         return float(a.mean() - b.mean()), 0.0
-    df = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))
+    share_a, share_b = va / (va + vb), vb / (va + vb)  # scaled, so tiny variances cannot underflow
+    df = 1.0 / (share_a ** 2 / (a.size - 1) + share_b ** 2 / (b.size - 1))  # Welch-Satterthwaite
     return float(a.mean() - b.mean()), t95(df) * se
 
 

@@ -82,11 +82,14 @@ def test_ci_contains_the_mean_and_shrinks_with_more_seeds(values):
 
 @settings(max_examples=40, deadline=None)
 @given(st.lists(finite, min_size=2, max_size=10), st.lists(finite, min_size=2, max_size=10))
-def test_difference_ci_is_antisymmetric_and_covers_both_intervals(a, b):
+def test_difference_ci_is_antisymmetric_with_welch_degrees_of_freedom(a, b):
     diff, half = stats.difference_ci(a, b)
     back, half_back = stats.difference_ci(b, a)
     assert diff == pytest.approx(-back) and half == pytest.approx(half_back)
     assert diff == pytest.approx(np.mean(a) - np.mean(b))
+    se = np.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b))
+    # Welch's df lies between min(n) - 1 and n_a + n_b - 2, so the factor lies between their t values
+    assert stats.t95(len(a) + len(b) - 2) * se * (1 - 1e-9) <= half <= stats.t95(min(len(a), len(b)) - 1) * se * (1 + 1e-9)
 
 
 def test_welch_known_example():
@@ -190,6 +193,7 @@ def test_failing_config_fails_alone_and_pool_matches_sequential(no_leftover_proc
     pooled = impact.run([good[0], bad, good[1]], seeds=(0, 1), workers=2, table="pooled", progress=False,
                         log=logged.append)
     assert pooled.failed == 2 and pooled.ran == 6
+    assert len(pooled.errors) == 2 and pooled.errors["error"].str.contains("use k <= 10").all()
     summary = impact.summary(pooled)
     failed = summary[summary["setting"] == "label_k k=11"].iloc[0]
     assert failed["n"] == 0 and failed["failed"] == 2 and np.isnan(failed["mean"])
