@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from multiprocessing import resource_tracker
 
 import matplotlib
 import numpy as np
@@ -25,18 +26,14 @@ matplotlib.use("Agg")
 TINY = dict(nodes=2, train_subset=96, epochs=1, batch_size=32)
 
 
-def _our_processes() -> list:
-    """This process's descendants, except multiprocessing's resource tracker: one per parent
-    process, shared by every spawn pool, and it exits with the parent."""
-    return [p for p in psutil.Process().children(recursive=True)
-            if "resource_tracker" not in " ".join(p.cmdline())]
-
-
 @pytest.fixture
 def no_leftover_processes():
     yield
     experiments.shutdown()
-    left = psutil.wait_procs(_our_processes(), timeout=20)[1]
+    # multiprocessing's resource tracker (one per parent, started by the first spawn pool) would
+    # live until pytest exits; stop it too, so later tests see no process of ours.
+    resource_tracker._resource_tracker._stop()
+    left = psutil.wait_procs(psutil.Process().children(recursive=True), timeout=20)[1]
     assert not left, f"processes left behind: {left}"
 
 
