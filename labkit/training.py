@@ -67,7 +67,7 @@ def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, dataset: data.ImageDataset, batch_size: int = 2000) -> tuple[float, float]:
+def evaluate(model: torch.nn.Module, dataset: data.ImageDataset, batch_size: int = 500) -> tuple[float, float]:
     """Mean loss and accuracy (%) on a whole split, in eval mode; restores the model's mode."""
     was_training = model.training
     model.eval()

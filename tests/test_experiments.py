@@ -1,0 +1,314 @@
+"""The multi-seed runner: confidence intervals, stable keys, resuming after a kill, failing configs
+that fail alone, the partition measures, statements computed from the numbers, and the plots."""
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from multiprocessing import resource_tracker
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import ROOT
+from labkit import experiments, findings, impact, plots, results, stats
+from labkit.dataparallel import DPConfig
+from labkit.errors import LabError
+
+matplotlib.use("Agg")
+TINY = dict(nodes=2, train_subset=96, epochs=1, batch_size=32)
+
+
+@pytest.fixture
+def no_leftover_processes():
+    yield
+    experiments.shutdown()
+    # multiprocessing's resource tracker (one per parent, started by the first spawn pool) would
+    # live until pytest exits; stop it too, so later tests see no process of ours.
+    resource_tracker._resource_tracker._stop()
+    left = psutil.wait_procs(psutil.Process().children(recursive=True), timeout=20)[1]
+    assert not left, f"processes left behind: {left}"
+
+
+# ---------------------------------------------------------------- confidence intervals
+
+def test_ci_known_example():
+    mean, half = stats.mean_ci([1.0, 2.0, 3.0])
+    assert mean == 2.0
+    assert half == pytest.approx(4.3027 * 1.0 / np.sqrt(3), rel=1e-4)  # t(0.975, 2) * sd / sqrt(n)
+    assert stats.mean_ci([5.0]) == (5.0, pytest.approx(float("nan"), nan_ok=True))
+
+
+def test_t_factor_is_student_t():
+    assert stats.t95(1) == pytest.approx(12.706, abs=1e-3)
+    assert stats.t95(10) == pytest.approx(2.228, abs=1e-3)
+    assert stats.t95(31) == pytest.approx(2.0395, abs=1e-3)  # the expansion takes over smoothly
+    assert stats.t95(120) == pytest.approx(1.9799, abs=1e-3)
+    factors = [stats.t95(df) for df in range(1, 200)]
+    assert all(a > b for a, b in zip(factors, factors[1:])) and factors[-1] > 1.959964
+    with pytest.raises(LabError, match="at least 1 degree"):
+        stats.t95(0)
+
+
+def test_ci_covers_the_true_mean_95_percent_of_the_time():
+    """With 3 seeds the t interval covers the true mean ~95 % of the time; 1.96 would give ~88 %."""
+    rng = np.random.default_rng(0)
+    samples = rng.normal(10.0, 2.0, size=(4000, 3))
+    covered = [abs(m - 10.0) <= h for m, h in map(stats.mean_ci, samples)]
+    assert 0.94 <= np.mean(covered) <= 0.96
+
+
+finite = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(finite, min_size=2, max_size=20).filter(lambda v: np.std(v) > 1e-6))
+def test_ci_contains_the_mean_and_shrinks_with_more_seeds(values):
+    mean, half = stats.mean_ci(values)
+    assert mean - half <= np.mean(values) <= mean + half and half > 0
+    _, half_more = stats.mean_ci(values * 2)  # the same spread, twice the seeds
+    assert half_more < half
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(finite, min_size=2, max_size=10), st.lists(finite, min_size=2, max_size=10))
+def test_difference_ci_is_antisymmetric_with_welch_degrees_of_freedom(a, b):
+    diff, half = stats.difference_ci(a, b)
+    back, half_back = stats.difference_ci(b, a)
+    assert diff == pytest.approx(-back) and half == pytest.approx(half_back)
+    assert diff == pytest.approx(np.mean(a) - np.mean(b))
+    se = np.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b))
+    # Welch's df lies between min(n) - 1 and n_a + n_b - 2, so the factor lies between their t values
+    assert stats.t95(len(a) + len(b) - 2) * se * (1 - 1e-9) <= half <= stats.t95(min(len(a), len(b)) - 1) * se * (1 + 1e-9)
+
+
+def test_welch_known_example():
+    a, b = [10.0, 12.0, 14.0], [1.0, 2.0, 3.0, 4.0, 5.0]
+    va, vb = 4.0 / 3, 2.5 / 5
+    df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 4)  # Welch-Satterthwaite: 3.53, rounded down to 3
+    assert df == pytest.approx(3.533, abs=0.001)
+    assert stats.difference_ci(a, b) == pytest.approx((9.0, 3.1824 * np.sqrt(va + vb)), rel=1e-4)
+
+
+# ---------------------------------------------------------------- keys
+
+def test_run_key_is_stable_and_depends_on_what_changes_the_numbers():
+    cfg = DPConfig(**TINY)
+    key = experiments.run_key(cfg, impact.simulated_run)
+    assert key == experiments.run_key(DPConfig(**TINY), impact.simulated_run)
+    assert key == experiments.run_key(dataclasses.replace(cfg, timeout=5.0), impact.simulated_run)
+    for change in (dict(seed=1), dict(lr=0.02), dict(partition="sorted"), dict(local_steps="epoch")):
+        assert experiments.run_key(dataclasses.replace(cfg, **change), impact.simulated_run) != key
+    assert experiments.config_key(dataclasses.replace(cfg, seed=3), impact.simulated_run) == \
+        experiments.config_key(cfg, impact.simulated_run)
+    code = ("from labkit import experiments, impact; from labkit.dataparallel import DPConfig; "
+            f"print(experiments.run_key(DPConfig(**{TINY!r}), impact.simulated_run))")
+    other = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "PYTHONHASHSEED": "123", "PYTHONPATH": str(ROOT)})
+    assert other.stdout.strip() == key, other.stderr
+
+
+def test_expand_removes_duplicates_and_needs_seeds():
+    cfg = DPConfig(**TINY)
+    jobs = experiments.expand([cfg, cfg, dataclasses.replace(cfg, seed=7)], seeds=(0, 1), runner=impact.simulated_run)
+    assert len(jobs) == 2 and {j.config.seed for j in jobs} == {0, 1}
+    with pytest.raises(LabError, match="seed"):
+        experiments.expand([cfg], seeds=(), runner=impact.simulated_run)
+
+
+def test_bad_workers_is_a_clear_error():
+    with pytest.raises(LabError, match="workers"):
+        experiments.sweep([DPConfig(**TINY)], impact.simulated_run, workers=0)
+
+
+# ---------------------------------------------------------------- resuming and failing
+
+SWEEP_SCRIPT = """
+from labkit import impact
+from labkit.dataparallel import DPConfig
+GRID = [DPConfig(nodes=2, train_subset=96, epochs=1, partition=p) for p in ("iid", "sorted", "sampling")]
+if __name__ == "__main__":
+    impact.run(GRID, seeds=(0, 1, 2, 3), workers={workers}, progress=False)
+"""
+
+
+def _sweep_grid():
+    namespace = {}
+    exec(SWEEP_SCRIPT.format(workers=1).split("if __name__")[0], namespace)
+    return namespace["GRID"]
+
+
+def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, no_leftover_processes):
+    script = tmp_path / "sweep.py"
+    script.write_text(textwrap.dedent(SWEEP_SCRIPT.format(workers=2)))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # LABKIT_RESULTS: the test's tmp folder (conftest)
+    parent = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while _finished(results.load("impact")) < 3:
+            assert parent.poll() is None, parent.stderr.read().decode()
+            assert time.monotonic() < deadline, "the sweep never finished 3 runs"
+            time.sleep(0.05)
+        workers = psutil.Process(parent.pid).children(recursive=True)
+        parent.send_signal(signal.SIGKILL)  # the sweep's parent dies without any cleanup
+        parent.wait(timeout=30)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    assert not psutil.wait_procs(workers, timeout=30)[1], "pool workers outlived their killed parent"
+
+    before = results.load("impact")
+    done_before = before.loc[before["status"] == "ok", ["run_key", "run_id"]].drop_duplicates()
+    assert 3 <= len(done_before) < 12, "the kill must land part-way through the grid"
+
+    resumed = impact.run(_sweep_grid(), seeds=(0, 1, 2, 3), workers=1, progress=False, log=lambda *_: None)
+    assert resumed.ran == 12 - len(done_before) and resumed.reused == len(done_before)
+    after = results.load("impact")
+    ok = after[after["status"] == "ok"]
+    assert ok["run_key"].nunique() == 12 and ok.groupby("run_key")["run_id"].nunique().max() == 1
+    assert set(map(tuple, done_before.to_numpy())) <= set(map(tuple, ok[["run_key", "run_id"]].to_numpy()))
+    again = impact.run(_sweep_grid(), seeds=(0, 1, 2, 3), workers=1, progress=False, log=lambda *_: None)
+    assert again.ran == 0 and again.reused == 12 and len(results.load("impact")) == len(after)
+
+
+def _finished(table: pd.DataFrame) -> int:
+    return 0 if table.empty else int((table["status"] == "ok").sum())
+
+
+def test_failing_config_fails_alone_and_pool_matches_sequential(no_leftover_processes):
+    good = [DPConfig(partition="iid", **TINY), DPConfig(partition="label_k", k=1, **TINY)]
+    bad = DPConfig(partition="label_k", k=11, **TINY)
+    logged = []
+    pooled = impact.run([good[0], bad, good[1]], seeds=(0, 1), workers=2, table="pooled", progress=False,
+                        log=logged.append)
+    assert pooled.failed == 2 and pooled.ran == 6
+    assert len(pooled.errors) == 2 and pooled.errors["error"].str.contains("use k <= 10").all()
+    summary = impact.summary(pooled)
+    failed = summary[summary["setting"] == "label_k k=11"].iloc[0]
+    assert failed["n"] == 0 and failed["failed"] == 2 and np.isnan(failed["mean"])
+    assert "k=11 is more than the 10 classes" in failed["error"]
+    assert (summary.loc[summary["setting"] != "label_k k=11", "n"] == 2).all()
+    assert summary.loc[summary["setting"] != "label_k k=11", "error"].eq("").all()
+    assert any("k=11" in line for line in logged)
+
+    sequential = impact.run(good, seeds=(0, 1), workers=1, table="sequential", progress=False, log=lambda *_: None)
+    merged = pooled.final.merge(sequential.final, on="run_key", suffixes=("_pool", "_seq"))
+    assert len(merged) == 4 and (merged["test_acc_pool"] == merged["test_acc_seq"]).all()
+
+    retried = impact.run([good[0], bad, good[1]], seeds=(0, 1), workers=1, table="pooled", progress=False,
+                         log=lambda *_: None)
+    assert retried.ran == 2 and retried.failed == 2  # only the failed runs are tried again
+
+
+def test_incomplete_runs_do_not_count_as_finished(tmp_path):
+    base = {"run_key": "a", "status": "ok", "error": "", "rows_in_run": 3, "test_acc": 50.0}
+    rows = [{**base, "run_id": "r1", "epoch": 1}, {**base, "run_id": "r1", "epoch": 2},  # cut off by a kill
+            {**base, "run_key": "b", "run_id": "r2", "epoch": 1, "rows_in_run": 1},
+            {**base, "run_key": "c", "run_id": "r3", "status": "failed", "error": "boom", "rows_in_run": 1}]
+    results.append(rows, "partial")
+    assert experiments.finished_keys("partial") == {"b"}
+    latest = experiments.latest_runs(results.load("partial"), ["c", "b", "a"])
+    assert list(latest["run_key"]) == ["c", "b"] and latest["status"].tolist() == ["failed", "ok"]
+
+
+# ---------------------------------------------------------------- what a run records
+
+def test_measures_of_samplers_and_partitions():
+    def measure(**kw):
+        return impact.measures(DPConfig(**{**dict(nodes=2, train_subset=6000, epochs=2), **kw}))[0]
+    sampling = measure(partition="sampling")
+    assert sampling["coverage"] == pytest.approx(impact.expected_coverage(6000, 6000), abs=0.015)
+    assert sampling["coverage_run"] > sampling["coverage"] + 0.15  # fresh draws each epoch
+    assert measure(partition="iid")["coverage"] == 1.0
+    assert measure(partition="first_slice")["coverage_run"] == pytest.approx(0.5)
+    assert measure(partition="seed_per_rank")["coverage_run"] == pytest.approx(0.75, abs=0.02)
+    one = measure(partition="label_k", k=1, nodes=10)
+    assert one["label_skew"] == pytest.approx(0.9, abs=0.02) and one["tail_steps"] > 0
+    sorted_ = measure(partition="sorted", nodes=10)
+    assert sorted_["tail_steps"] == 0 and sorted_["size_imbalance"] == 1.0
+    assert measure(partition="iid", nodes=10)["label_skew"] < 0.1
+
+
+def test_grids_have_the_experiments_settings():
+    skew = impact.skew_grid()
+    assert len(skew) == 24 and {c.nodes for c in skew} == {10}
+    assert {(c.sync, c.local_steps) for c in skew} == {("allreduce", 50), ("local", 50), ("local", "epoch")}
+    assert sorted(c.k for c in skew if c.partition == "label_k" and c.sync == "allreduce") == [1, 2]
+    assert {c.model for c in impact.norm_grid()} == {"lenet5", "lenet5_bn", "lenet5_gn"}
+    assert all(c.sync == "ddp" for c in impact.norm_grid())
+    assert [c.partition for c in impact.samplers_grid()] == ["sampling", "iid", "seed_per_rank", "first_slice"]
+    assert all(c.sync == "local" and c.local_steps == "epoch" for c in impact.niid_grid())
+
+
+# ---------------------------------------------------------------- statements follow the numbers
+
+def _fake_sweep(rows) -> experiments.Sweep:
+    runs = pd.DataFrame(rows).assign(status="ok", error="")
+    runs["run_id"] = [f"r{i}" for i in range(len(runs))]
+    return experiments.Sweep(impact.labelled(runs), ran=len(runs), reused=0, failed=0)
+
+
+def _skew_rows(sorted_loss: float):
+    rows = []
+    for seed, noise in enumerate((-0.1, 0.0, 0.1)):
+        for partition, k, acc, tail in (("iid", 2, 95.0, 0), ("sorted", 2, 95.0 - sorted_loss, 0),
+                                        ("label_k", 1, 60.0, 3)):
+            for sync, steps, drop in (("allreduce", 50, 0.0), ("local", 50, 30.0), ("local", "epoch", 45.0)):
+                rows.append(dict(partition=partition, k=k, alpha=0.5, beta=0.5, sync=sync, local_steps=steps,
+                                 seed=seed, model="lenet5", epoch=1, train_subset=1000, epochs=1,
+                                 test_acc=acc + noise - (drop if partition != "iid" else 0.0),
+                                 label_skew=0.9 if partition != "iid" else 0.05, tail_steps=tail))
+    return rows
+
+
+@pytest.mark.parametrize("sorted_loss", [0.5, 3.0])
+def test_statements_are_computed_from_the_results(sorted_loss):
+    skew = _fake_sweep(_skew_rows(sorted_loss))
+    text = "\n".join(findings.skew(skew))
+    assert f"Equal-size non-IID partitions lose at most {sorted_loss:.2f} ± " in text
+    assert "all-reduce every step: IID reaches 95.00 %" in text and "label_k k=1 ends at 60.0 %" in text
+    assert "local SGD H=50: IID reaches 95.00 %" in text and "label_k k=1 ends at 30.0 %" in text
+    samplers = _fake_sweep([dict(partition=p, k=2, alpha=0.5, beta=0.5, sync="allreduce", local_steps=50, seed=s,
+                                 model="lenet5", epoch=1, train_subset=1000, epochs=1, test_acc=90.0 + s,
+                                 coverage=cov, coverage_run=cov)
+                            for p, cov in (("iid", 1.0), ("sampling", 0.632)) for s in range(3)])
+    table = findings.expectations(samplers, skew, _fake_sweep(_norm_rows(bn_loss=3.0, gn_loss=0.5)))
+    little = table.set_index("expected effect")["appeared"]
+    assert little.iloc[0] and little.iloc[3]
+    assert little.iloc[1] == (sorted_loss <= findings.LITTLE)
+    assert little.iloc[2]  # label_k k=1 under local SGD: 30 % and 15 %
+    assert "local SGD H=50: 30.0 %; local SGD H=1 epoch: 15.0 %" in table["measured"].iloc[2]
+    norms = "\n".join(findings.norms(_fake_sweep(_norm_rows(bn_loss=3.0, gn_loss=0.5))))
+    assert "GroupNorm recovers 83% of the points BatchNorm loses" in norms
+
+
+def _norm_rows(bn_loss: float, gn_loss: float):
+    rows = []
+    for model, loss in (("lenet5_bn", bn_loss), ("lenet5_gn", gn_loss)):
+        for partition, minus in (("iid", 0.0), ("sorted", loss)):
+            for seed, noise in enumerate((-0.2, 0.0, 0.2)):
+                rows.append(dict(partition=partition, k=2, alpha=0.5, beta=0.5, sync="ddp", local_steps=50,
+                                 seed=seed, model=model, epoch=1, train_subset=1000, epochs=1,
+                                 test_acc=96.0 - minus + noise))
+    return rows
+
+
+# ---------------------------------------------------------------- plots
+
+def test_impact_plots_draw_from_results():
+    skew = _fake_sweep(_skew_rows(1.0))
+    runs = skew.runs.assign(config_key=skew.runs["setting"] + skew.runs["training"],
+                            coverage=1.0, coverage_run=1.0, size_imbalance=1.0)
+    summary = experiments.summarize(runs, ["setting", "training"], also=impact.MEASURES)
+    assert len(plots.strategy_accuracy(summary).axes) == 3
+    assert len(plots.accuracy_vs_skew(experiments.final_rows(runs)).axes[0].collections) >= 6
+    assert len(plots.accuracy_curves(runs, panel="training").axes) == 3
+    assert len(plots.accuracy_vs_coverage(summary[summary["training"] == "all-reduce every step"]).axes) == 1
