@@ -271,9 +271,10 @@ def _impact_colours(names) -> dict:
     return {name: palette(i % 10) for i, name in enumerate(dict.fromkeys(names))}
 
 
-def strategy_accuracy(summary, x: str = "setting", panel: str = "training", title=None):
+def strategy_accuracy(summary, x: str = "setting", panel: str = "training", title=None, zoom: bool = False):
     """Final test accuracy per strategy, mean with 95 % CI error bars; one panel per ``panel`` value,
-    side by side on a shared y axis. Configs whose runs all failed are marked "failed"."""
+    side by side on a shared y axis. Configs whose runs all failed are marked "failed". ``zoom``
+    draws points instead of bars on an axis fitted to the intervals, for differences of a point or two."""
     panels = list(dict.fromkeys(summary[panel]))
     fig, axes = plt.subplots(1, len(panels), figsize=(0.5 * len(summary) + 3 * len(panels), 4.2), sharey=True,
                              squeeze=False, layout="constrained")
@@ -281,8 +282,13 @@ def strategy_accuracy(summary, x: str = "setting", panel: str = "training", titl
     for ax, name in zip(axes[0], panels):
         part = summary[summary[panel] == name]
         xs = np.arange(len(part))
-        ax.bar(xs, part["mean"].fillna(0), yerr=part["ci95"].fillna(0), capsize=3,
-               color=[colours[v] for v in part[x]])
+        if zoom:
+            for i, (name_x, mean, half) in enumerate(zip(part[x], part["mean"], part["ci95"].fillna(0))):
+                ax.errorbar(i, mean, yerr=half, fmt="o", capsize=4, color=colours[name_x])
+            ax.set_xlim(-0.5, len(part) - 0.5)
+        else:
+            ax.bar(xs, part["mean"].fillna(0), yerr=part["ci95"].fillna(0), capsize=3,
+                   color=[colours[v] for v in part[x]])
         for i, (failed, n) in enumerate(zip(part["failed"], part["n"])):
             if failed and not n:
                 ax.text(i, 1, "failed", rotation=90, ha="center", va="bottom", color="tab:red")

@@ -309,6 +309,10 @@ def test_impact_plots_draw_from_results():
                             coverage=1.0, coverage_run=1.0, size_imbalance=1.0)
     summary = experiments.summarize(runs, ["setting", "training"], also=impact.MEASURES)
     assert len(plots.strategy_accuracy(summary).axes) == 3
+    close = pd.DataFrame({"setting": ["iid", "sorted"], "model": "lenet5_bn", "mean": [94.0, 93.0],
+                          "ci95": [0.5, 0.4], "n": 3, "failed": 0})
+    zoomed = plots.strategy_accuracy(close, panel="model", zoom=True).axes[0]
+    assert 90 < zoomed.get_ylim()[0] < 92.6 and not zoomed.patches  # points on a fitted axis, no bars from 0
     assert len(plots.accuracy_vs_skew(experiments.final_rows(runs)).axes[0].collections) >= 6
     assert len(plots.accuracy_curves(runs, panel="training").axes) == 3
     assert len(plots.accuracy_vs_coverage(summary[summary["training"] == "all-reduce every step"]).axes) == 1
