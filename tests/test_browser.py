@@ -90,12 +90,15 @@ def page(browser, request):
     page.close()
 
 
+KEPT = {"partition_explorer.png", "launch_progress.png", "stop_button.png"}   # one per scenario, for the README
+
+
 def _save(locator_or_page, name: str) -> Path:
-    """Screenshot into test-output/browser/ (and results/screenshots/ when asked to keep them)."""
+    """Screenshot into test-output/browser/ (and, for KEPT names, results/screenshots/ when asked to keep them)."""
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / name
     locator_or_page.screenshot(path=path)
-    if os.environ.get("DMLLAB_KEEP_SCREENSHOTS"):
+    if os.environ.get("DMLLAB_KEEP_SCREENSHOTS") and name in KEPT:
         KEEP.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, KEEP / name)
     return path
