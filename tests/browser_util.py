@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -229,7 +228,3 @@ def set_cell_text(page, index: int, text: str) -> None:
 
 def image_sources(locator) -> list[str]:
     return locator.locator("img").evaluate_all("imgs => imgs.map(i => i.src)")
-
-
-def clean_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
