@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup results test lab lock bench clean
+.PHONY: setup results test lab lock bench clean browser
 
 setup: $(STAMP)
 
@@ -18,8 +18,13 @@ $(STAMP): requirements.lock pyproject.toml
 results: setup
 	$(BIN)/labkit report
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest
+
+# Debian's Chromium for the browser tests (Playwright drives it; no browser download).
+# Installs only as root; otherwise the browser tests skip and say why.
+browser:
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || (apt-get update && apt-get install -y --no-install-recommends chromium)
 
 lab: setup
 	$(BIN)/jupyter lab notebooks/
