@@ -35,3 +35,22 @@ def outputs_text(nb: nbformat.NotebookNode) -> str:
 
 def count_images(nb: nbformat.NotebookNode) -> int:
     return sum("image/png" in out.get("data", {}) for cell in nb.cells for out in cell.get("outputs", []))
+
+
+def read_lab_notebook(name: str, answers: int) -> tuple[nbformat.NotebookNode, str, str]:
+    """Check the shape every lab notebook shares and return (notebook, markdown text, code text).
+
+    Committed without outputs, valid, one ``parameters`` cell, at least ``answers`` markdown cells
+    tagged ``answer``, and a Summary and Exercises section.
+    """
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "commit it without outputs"
+    tagged = [(c.cell_type, c.metadata.get("tags", [])) for c in nb.cells]
+    assert sum("parameters" in tags for _, tags in tagged) == 1
+    assert sum(kind == "markdown" and "answer" in tags for kind, tags in tagged) >= answers
+    assert all(kind == "markdown" for kind, tags in tagged if "answer" in tags)
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "## Summary" in markdown and "## Exercises" in markdown
+    return nb, markdown, "\n".join(c.source for c in code)
