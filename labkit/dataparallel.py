@@ -109,10 +109,11 @@ def _progress(enabled: bool):
     return report if enabled else (lambda **_: None)
 
 
-def _max_over_ranks(value: float) -> float:
-    t = torch.tensor([float(value)], dtype=torch.float64)
+def _step_range(my_steps: int) -> tuple[int, int]:
+    """(fewest, most) steps any rank has this epoch, in one collective."""
+    t = torch.tensor([-my_steps, my_steps], dtype=torch.int64)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t.item()
+    return -int(t[0]), int(t[1])
 
 
 def train_worker(cfg: DPConfig, return_model: bool = False, progress: bool = True) -> dict:
@@ -132,7 +133,8 @@ def train_worker(cfg: DPConfig, return_model: bool = False, progress: bool = Tru
         sampler.set_epoch(epoch)
         order = sampler.indices()
         my_steps = math.ceil(len(order) / cfg.batch_size)
-        steps = int(_max_over_ranks(my_steps)) if sync.pads_uneven else my_steps
+        fewest, most = _step_range(my_steps)
+        steps = most if sync.pads_uneven else my_steps
         batch_at = lambda s: train.batch(order[s * cfg.batch_size:(s + 1) * cfg.batch_size])  # noqa: E731
         if hasattr(sync, "calibrate"):
             sync.calibrate(batch_at(0) if my_steps else None)
@@ -141,7 +143,7 @@ def train_worker(cfg: DPConfig, return_model: bool = False, progress: bool = Tru
         compute = loss_sum = 0.0
         batches = 0
         start = time.perf_counter()
-        with sync.epoch():
+        with sync.epoch(uneven=fewest != most):
             for s in range(steps):
                 batch = batch_at(s) if s < my_steps else None
                 if delay and batch is not None:

@@ -84,7 +84,7 @@ class AllReduceSync:
         self.opt.step()
         return StepTimes(loss, (t1 - t0) + (time.perf_counter() - t2), t2 - t1)
 
-    def epoch(self):
+    def epoch(self, uneven: bool):
         return contextlib.nullcontext()
 
     def end_epoch(self) -> float:
@@ -140,7 +140,7 @@ class LocalSGDSync:
             self.since_average = 0
         return StepTimes(loss, t1 - t0, time.perf_counter() - t1)
 
-    def epoch(self):
+    def epoch(self, uneven: bool):
         return contextlib.nullcontext()
 
     def end_epoch(self) -> float:
@@ -161,7 +161,8 @@ class DDPSync:
     """torch's DistributedDataParallel: bucketed all-reduce overlapped with backward.
 
     Uneven shards: the epoch runs inside ``Join``, so a rank that has run out shadows the
-    others' all-reduces; gradients are averaged over the ranks still training. Because
+    others' all-reduces; gradients are averaged over the ranks still training. Even shards skip
+    Join (see ``epoch``). Because
     communication overlaps backward it cannot be timed directly: compute per step is measured
     on a few ``no_sync`` calibration passes at the start of each epoch (outside the timed loop)
     and the rest of each step is reported as (exposed) communication.
@@ -199,7 +200,11 @@ class DDPSync:
         compute = min(self.compute_estimate, t1 - t0) + (time.perf_counter() - t1)
         return StepTimes(loss, compute, max(0.0, total - compute))
 
-    def epoch(self):
+    def epoch(self, uneven: bool):
+        """Join only when shards differ in length: it costs a blocking all-reduce in every forward,
+        which with even shards (the usual case) buys nothing."""
+        if not uneven:
+            return contextlib.nullcontext()
         from torch.distributed.algorithms.join import Join
         return Join([self.module], divide_by_initial_world_size=False)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-from . import worker
+from . import allocator, worker
 from .channel import ENV_CONFIG
 from .errors import LabError
 
@@ -31,6 +31,7 @@ def run_as_rank(fn, nodes, args, kwargs, threads, timeout, use_rpc) -> list:
     if use_rpc and _rpc_started_here[0]:
         raise LabError("RPC can be initialised only once per process; under torchrun run one rpc job per process.")
     torch.set_num_threads(threads)
+    allocator.tune()
     owns_group, ok = not dist.is_initialized(), False
     try:
         if owns_group:

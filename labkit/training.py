@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import data, models, results
+from . import allocator, data, models, results
 from .errors import LabError
 
 
@@ -85,6 +85,7 @@ def train_single(cfg: SingleConfig, progress: bool = True, save: bool = True, lo
     """Train on one process; print and return one result row per epoch (and append them to results/)."""
     threads = resolve_threads(cfg.threads)
     torch.set_num_threads(threads)
+    allocator.tune()
     train = data.load(cfg.dataset, train=True)
     test = data.load(cfg.dataset, train=False)
     train.normalized  # normalise the whole set once, before the clock starts

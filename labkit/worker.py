@@ -14,6 +14,7 @@ import threading
 import time
 import traceback
 
+from . import allocator
 from .channel import config, connect, die_with_parent, recv, send, watch_parent
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -197,6 +198,7 @@ def run_rank(rank: int) -> int:
         import torch
         import torch.distributed as dist
         torch.set_num_threads(cfg["threads"])
+        allocator.tune()
         fn, args, kwargs = pickle.loads(payload)
         store = dist.TCPStore("127.0.0.1", cfg["store_port"], cfg["nodes"], is_master=False,
                               timeout=_timedelta(cfg["timeout"]))
