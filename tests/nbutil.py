@@ -6,6 +6,7 @@ import nbformat
 import papermill
 
 from conftest import ROOT
+from labkit.grade import filled
 
 NOTEBOOKS = ROOT / "notebooks"
 
@@ -41,7 +42,7 @@ def read_lab_notebook(name: str, answers: int) -> tuple[nbformat.NotebookNode, s
     """Check the shape every lab notebook shares and return (notebook, markdown text, code text).
 
     Committed without outputs, valid, one ``parameters`` cell, at least ``answers`` markdown cells
-    tagged ``answer``, and a Summary and Exercises section.
+    tagged ``answer`` that hold only their placeholder, and a Summary and Exercises section.
     """
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     nbformat.validate(nb)
@@ -51,6 +52,8 @@ def read_lab_notebook(name: str, answers: int) -> tuple[nbformat.NotebookNode, s
     assert sum("parameters" in tags for _, tags in tagged) == 1
     assert sum(kind == "markdown" and "answer" in tags for kind, tags in tagged) >= answers
     assert all(kind == "markdown" for kind, tags in tagged if "answer" in tags)
+    given_away = [c.source[:40] for c in nb.cells if "answer" in c.metadata.get("tags", []) and filled(c.source, "")]
+    assert not given_away, f"answer cells must hold only the placeholder (model answers go to instructor/): {given_away}"
     markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert "## Summary" in markdown and "## Exercises" in markdown
     return nb, markdown, "\n".join(c.source for c in code)
