@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from . import experiments, simulate
+from .errors import LabError
 from .dataparallel import DPConfig, _train_labels, make_all_samplers
 from .partition_report import label_skew, membership
 
@@ -128,6 +129,16 @@ MEASURES = ("coverage", "coverage_run", "label_skew", "size_imbalance", "tail_st
 def summary(sweep: experiments.Sweep, by=("setting", "training")) -> pd.DataFrame:
     """Final test accuracy, mean ± 95 % CI over seeds, with the partition measures, per group."""
     return experiments.summarize(sweep.runs, list(by), also=MEASURES)
+
+
+def value(summary: pd.DataFrame, column: str = "mean", **match) -> float:
+    """One number of a summary: ``column`` of the single row matching ``match`` (NaN if none)."""
+    rows = summary
+    for key, want in match.items():
+        rows = rows[rows[key] == want]
+    if len(rows) > 1:
+        raise LabError(f"{len(rows)} summary rows match {match}; add a column to tell them apart.")
+    return float(rows[column].iloc[0]) if len(rows) else float("nan")
 
 
 def pivot(summary: pd.DataFrame, values: str = "mean", index: str = "setting", columns: str = "training"):

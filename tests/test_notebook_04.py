@@ -3,6 +3,7 @@ import re
 
 import psutil
 
+from labkit import keynumbers
 from nbutil import count_images, execute, outputs_text, read_lab_notebook
 
 NAME = "04_partitioning_impact.ipynb"
@@ -23,5 +24,8 @@ def test_notebook_04_runs_in_quick_mode(tmp_path):
         assert expected in text, expected
     assert "Traceback" not in text
     assert count_images(nb) >= 6
+    assert set(keynumbers.read(nb)) == {"iid_acc_2_nodes", "first_slice_coverage", "iid_acc_10_nodes",
+                                        "label_k1_allreduce_acc", "label_k1_fedavg_acc"}
+    assert keynumbers.read(nb)["first_slice_coverage"].value == 50.0  # it only ever shows half the data
     new = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
     assert not psutil.wait_procs(new, timeout=20)[1], "the kernel or its sweep workers outlived the notebook"

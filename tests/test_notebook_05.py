@@ -5,6 +5,7 @@ import psutil
 import pytest
 
 from conftest import ROOT
+from labkit import keynumbers
 from nbutil import count_images, execute, outputs_text, read_lab_notebook
 
 NAME = "05_model_parallel_rpc.ipynb"
@@ -29,7 +30,11 @@ def test_runs_trains_compares_and_plots(executed):
     for row in ("single machine", "data parallel, 2 nodes", "model parallel, 4 micro-batches"):
         assert row in text
     assert "max |grad difference|" in text
-    assert count_images(executed) >= 7  # two profiles, four timelines... and the sweep plots
+    assert count_images(executed) >= 7
+    shown = keynumbers.read(executed)
+    assert set(shown) == {"mp_test_acc", "mp_max_difference", "mp_bytes_per_step", "mp_step_over_single",
+                          "pipeline_speedup"}
+    assert shown["mp_max_difference"].value < 1e-5 and shown["mp_step_over_single"].value > 1  # two profiles, four timelines... and the sweep plots
 
 
 @pytest.mark.slow
