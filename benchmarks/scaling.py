@@ -5,7 +5,7 @@ Part 1, for lenet5 (batch 32) and cnn (batch 64 per worker): 1 worker x 1 thread
 1-thread training processes that never communicate.
 Part 2, the reference workload (2 nodes, lenet5, batch 32, 2 epochs) against a textbook
 implementation: DataLoader over a per-sample Dataset, DistributedSampler, per-parameter all_reduce.
-Usage: python benchmarks/scaling.py [--samples 6400] [--rounds 3] [--seeds 5] [--skip-reference]
+Usage: python benchmarks/scaling.py [--samples 6400] [--rounds 3] [--seeds 5] [--skip-reference | --only-reference]
 """
 import argparse
 import statistics
@@ -145,10 +145,12 @@ def main():
     ap.add_argument("--samples", type=int, default=6400, help="samples per cnn measurement (lenet5: 3x)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved repetitions of part 1 (median shown)")
     ap.add_argument("--seeds", type=int, default=5, help="seeds of the reference comparison (part 2)")
-    ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--skip-reference", action="store_true", help="skip part 2")
+    ap.add_argument("--only-reference", action="store_true", help="skip part 1")
     args = ap.parse_args()
-    part1("lenet5", 32, 3 * args.samples, args.rounds)
-    part1("cnn", 64, args.samples, args.rounds)
+    if not args.only_reference:
+        part1("lenet5", 32, 3 * args.samples, args.rounds)
+        part1("cnn", 64, args.samples, args.rounds)
     if not args.skip_reference:
         part2(args.seeds)
 
