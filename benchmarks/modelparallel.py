@@ -8,7 +8,7 @@
    rpc_sync calls through the master, started with torch.multiprocessing.spawn. Both use labkit's
    lenet5 with the same initial weights, SGD(lr 0.01, momentum 0.9), and one torch thread per process.
 
-Usage: python benchmarks/modelparallel.py [--epochs 2] [--steps 200] [--rounds 3] [--mlp-batch 1024]
+Usage: python benchmarks/modelparallel.py [--epochs 2] [--steps 200] [--rounds 5] [--mlp-batch 1024]
 """
 import argparse
 import os
@@ -174,7 +174,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--steps", type=int, default=200, help="timed steps for comparison 1")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved m=1/m=4 rounds for comparison 2")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved m=1/m=4 rounds for comparison 2")
     ap.add_argument("--mlp-batch", type=int, default=1024)
     args = ap.parse_args()
     torch.set_num_threads(1)
