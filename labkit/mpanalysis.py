@@ -193,3 +193,9 @@ def comparison(single: list[dict], runs: dict[str, list[dict]], model: str = "le
                       "samples/s": r["samples_per_s"], "bytes per step": r["bytes_per_step"],
                       "bytes per sample": r["bytes_per_step"] / r["batch_size"]})
     return pd.DataFrame(table).set_index("training")
+
+
+def best_pipelining(medians: pd.DataFrame) -> tuple[float, int]:
+    """(speed-up over m = 1, m) of the best micro-batch count in a ``time_steps`` median table."""
+    best = medians.loc[medians["speedup_vs_m1"].idxmax()]
+    return float(best["speedup_vs_m1"]), int(best["micro_batches"])

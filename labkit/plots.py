@@ -17,6 +17,16 @@ def _axes(ax, size=(6, 4)):
     return ax.figure, ax
 
 
+def _finish(ax, xlabel: str, ylabel: str, title: str, legend_loc: str | None = None) -> None:
+    """Labels, title, a light grid and (optionally) a small legend: the common end of a plot."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if legend_loc:
+        ax.legend(fontsize="small", loc=legend_loc)
+
+
 def _node_ticks(ax, nodes: int, axis: str = "y") -> None:
     ticks = range(nodes) if nodes <= 20 else range(0, nodes, max(1, nodes // 10))
     (ax.set_yticks if axis == "y" else ax.set_xticks)(list(ticks))
@@ -339,11 +349,8 @@ def accuracy_vs_skew(final, colour: str = "training", ax=None):
         ax.scatter(group.loc[~equal, "label_skew"], group.loc[~equal, "test_acc"], facecolors="none",
                    edgecolors=colours[name])
     ax.scatter([], [], facecolors="none", edgecolors="grey", label="(hollow: unequal node sizes)")
-    ax.set_xlabel("label skew: mean TV distance of a node's labels from the global mix")
-    ax.set_ylabel("final test accuracy (%)")
-    ax.set_title("accuracy against label skew, one point per run")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", loc="lower left")
+    _finish(ax, "label skew: mean TV distance of a node's labels from the global mix", "final test accuracy (%)",
+            "accuracy against label skew, one point per run", "lower left")
     return fig
 
 
@@ -361,11 +368,8 @@ def accuracy_vs_coverage(summary, ax=None):
             ax.annotate("", (row["coverage_run"], row["mean"]), (row["coverage"], row["mean"]),
                         arrowprops={"arrowstyle": "->", "color": c, "alpha": 0.5})
     ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
-    ax.set_xlabel("coverage of the training set (filled: per epoch, hollow: whole run)")
-    ax.set_ylabel("final test accuracy (%), mean ± 95 % CI")
-    ax.set_title("accuracy against coverage")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", loc="lower right")
+    _finish(ax, "coverage of the training set (filled: per epoch, hollow: whole run)",
+            "final test accuracy (%), mean ± 95 % CI", "accuracy against coverage", "lower right")
     return fig
 
 

@@ -108,37 +108,34 @@ class ReplacementSampler(EpochSampler):
 # ---- Teaching examples: the two broken samplers of the original lab (see DESIGN.md). ----
 # Both ignore set_epoch, as the originals did: every epoch repeats the first one's order.
 
-class SeedPerRankSampler(EpochSampler):
+class _BrokenSampler(EpochSampler):
+    """What both broken samplers share: every rank holds size // nodes indices."""
+
+    def __init__(self, size: int, rank: int, nodes: int, seed: int = 0):
+        super().__init__(rank, nodes, seed)
+        self.size = int(size)
+
+    def __len__(self) -> int:
+        return self.size // self.nodes
+
+
+class SeedPerRankSampler(_BrokenSampler):
     """BROKEN on purpose: each rank shuffles with its own seed (seed + rank) and takes "its" slice.
 
     The slices come from different permutations, so they overlap: with 2 nodes each rank holds a
     random half, about half of it also on the other rank, and together they cover only ~75 %.
     """
 
-    def __init__(self, size: int, rank: int, nodes: int, seed: int = 0):
-        super().__init__(rank, nodes, seed)
-        self.size = int(size)
-
-    def __len__(self) -> int:
-        return self.size // self.nodes
-
     def indices(self, epoch=None):
         perm = epoch_order(self.size, self.seed + self.rank, 0)
         return perm[self.rank * len(self):(self.rank + 1) * len(self)]
 
 
-class FirstSliceSampler(EpochSampler):
+class FirstSliceSampler(_BrokenSampler):
     """BROKEN on purpose: every rank shuffles only indices 0 .. size/nodes - 1, with the same seed.
 
     All ranks train on the same first 1/N of the data (in the same order); the rest is never seen.
     """
-
-    def __init__(self, size: int, rank: int, nodes: int, seed: int = 0):
-        super().__init__(rank, nodes, seed)
-        self.size = int(size)
-
-    def __len__(self) -> int:
-        return self.size // self.nodes
 
     def indices(self, epoch=None):
         return epoch_order(len(self), self.seed, 0)

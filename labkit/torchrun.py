@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-from . import allocator, worker
+from . import worker
 from .channel import ENV_CONFIG
 from .errors import LabError
 
@@ -22,7 +22,6 @@ def under_torchrun() -> bool:
 
 def run_as_rank(fn, nodes, args, kwargs, threads, timeout, use_rpc) -> list:
     """Join the env:// job as RANK, run ``fn`` once, return every rank's value (gathered); WorkerError if it fails."""
-    import torch
     import torch.distributed as dist
     r, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     if nodes != world:
@@ -30,8 +29,7 @@ def run_as_rank(fn, nodes, args, kwargs, threads, timeout, use_rpc) -> list:
                        f"nodes={nodes}; make them agree (torchrun --nnodes x --nproc-per-node = nodes).")
     if use_rpc and _rpc_started_here[0]:
         raise LabError("RPC can be initialised only once per process; under torchrun run one rpc job per process.")
-    torch.set_num_threads(threads)
-    allocator.tune()
+    worker.prepare_process(threads)
     owns_group, ok = not dist.is_initialized(), False
     try:
         if owns_group:

@@ -116,6 +116,13 @@ def _store_rendezvous(url, **kwargs):
     yield dist.PrefixStore("labkit/rpc", _rpc_store[0]), kwargs.get("rank", -1), kwargs.get("world_size", -1)
 
 
+def prepare_process(threads: int) -> None:
+    """What every training process does first: its torch threads, and glibc keeping freed memory."""
+    import torch
+    torch.set_num_threads(threads)
+    allocator.tune()
+
+
 def init_distributed(store, rank: int, world: int, timeout: float, use_rpc: bool) -> None:
     """Join the gloo process group on ``store``; with ``use_rpc`` also start TensorPipe RPC on it."""
     from datetime import timedelta
@@ -201,8 +208,7 @@ def run_rank(rank: int) -> int:
         import cloudpickle  # the payload needs it to unpickle
         import torch
         import torch.distributed as dist
-        torch.set_num_threads(cfg["threads"])
-        allocator.tune()
+        prepare_process(cfg["threads"])
         fn, args, kwargs = pickle.loads(payload)
         store = dist.TCPStore("127.0.0.1", cfg["store_port"], cfg["nodes"], is_master=False,
                               timeout=_timedelta(cfg["timeout"]))

@@ -287,3 +287,8 @@ def test_time_steps_measures_every_config_in_one_launch():
         table.worker1_compute_ms.iloc[0], table.worker2_compute_ms.iloc[0], 4))
     assert table.bytes_per_step.iloc[0] == table.bytes_per_step.iloc[1]   # micro-batching moves the same data
     assert math.isclose(table.bytes_per_step.iloc[0], 64 * 4 * (784 + 2 * 784 + 2 * 10))
+
+
+def test_best_pipelining_picks_the_fastest_micro_batch_count():
+    medians = pd.DataFrame({"micro_batches": [1, 2, 4, 8], "speedup_vs_m1": [1.0, 1.3, 1.45, 1.2]})
+    assert mpanalysis.best_pipelining(medians) == (1.45, 4)
