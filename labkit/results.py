@@ -1,11 +1,14 @@
 """Result tables: one row per run x epoch, with the config, seed and environment, in results/*.csv.
 
 Rows are plain dicts so every experiment kind can add its own columns; ``append`` keeps the
-union of columns when a table grows, and never rewrites rows that are already there.
+union of columns when a table grows, and never rewrites rows that are already there. A process
+killed in the middle of an append can leave a torn last line: ``load`` ignores it and the next
+``append`` cuts it off, so every complete row survives and the table stays readable.
 """
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import uuid
 from pathlib import Path
@@ -40,6 +43,8 @@ def append(rows: list[dict], table: str, directory: Path | None = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{table}.csv"
     new = pd.DataFrame(rows)
+    if path.exists():
+        _cut_torn_tail(path)
     if path.exists() and path.stat().st_size > 0:
         old = pd.read_csv(path)
         if list(old.columns) == list(new.columns):
@@ -53,6 +58,18 @@ def append(rows: list[dict], table: str, directory: Path | None = None) -> Path:
 
 
 def load(table: str, directory: Path | None = None) -> pd.DataFrame:
-    """Read a result table; an empty frame if nothing has been recorded yet."""
+    """Read a result table's complete rows; an empty frame if nothing has been recorded yet."""
     path = (Path(directory) if directory else results_dir()) / f"{table}.csv"
-    return pd.read_csv(path) if path.exists() else pd.DataFrame()
+    text = _complete_lines(path.read_bytes()).decode() if path.exists() else ""
+    return pd.read_csv(io.StringIO(text)) if text.strip() else pd.DataFrame()
+
+
+def _complete_lines(data: bytes) -> bytes:
+    """Everything up to the last newline: a row is complete only once its newline is written."""
+    return data if data.endswith(b"\n") else data[: data.rfind(b"\n") + 1]
+
+
+def _cut_torn_tail(path: Path) -> None:
+    with open(path, "rb+") as f:
+        keep = len(_complete_lines(f.read()))
+        f.truncate(keep)

@@ -71,3 +71,21 @@ def test_reference_run_reaches_98_percent(tmp_path):
     assert table["epoch"].tolist() == [1, 2]
     assert table["test_acc"].iloc[-1] >= 98.0
     assert "test acc" in proc.stdout and "samples/s" in proc.stdout
+
+
+def test_a_torn_last_line_loses_no_complete_row(tmp_path):
+    """A process killed while appending leaves half a row: loading skips it, appending cuts it off."""
+    results.append([{"run_id": "a", "acc": 1.5}, {"run_id": "b", "acc": 2.5}], "t", tmp_path)
+    path = tmp_path / "t.csv"
+    whole = path.read_bytes()
+    results.append([{"run_id": "c", "acc": 3.5}], "t", tmp_path)
+    torn = path.read_bytes()[: len(whole) + 3]            # 'c,3' of 'c,3.5\n': killed mid-write
+    path.write_bytes(torn)
+    assert results.load("t", tmp_path)["run_id"].tolist() == ["a", "b"]
+    results.append([{"run_id": "d", "acc": 4.5}], "t", tmp_path)
+    table = results.load("t", tmp_path)
+    assert table["run_id"].tolist() == ["a", "b", "d"] and table["acc"].tolist() == [1.5, 2.5, 4.5]
+    path.write_bytes(b"run_id,ac")                         # even the header torn: nothing recorded yet
+    assert results.load("t", tmp_path).empty
+    results.append([{"run_id": "e", "acc": 5.5}], "t", tmp_path)
+    assert results.load("t", tmp_path)["run_id"].tolist() == ["e"]
