@@ -16,6 +16,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -188,9 +189,15 @@ def _in_pool(jobs, runner, workers, record, bar) -> None:
 
 
 def _init_worker(parent_pid: int) -> None:
-    """Pool worker start-up: one torch thread, and exit if the parent process disappears."""
+    """Pool worker start-up: one torch thread, deaf to Ctrl-C, and exit if the parent process disappears.
+
+    Jupyter interrupts and shuts down a kernel by signalling its whole process group, pool workers
+    included; each would die printing a KeyboardInterrupt traceback. The parent decides instead:
+    an interrupted sweep stops its workers with ``shutdown(terminate=True)``.
+    """
     import torch
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         while os.getppid() == parent_pid:

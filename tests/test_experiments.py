@@ -316,3 +316,17 @@ def test_impact_plots_draw_from_results():
     assert len(plots.accuracy_vs_skew(experiments.final_rows(runs)).axes[0].collections) >= 6
     assert len(plots.accuracy_curves(runs, panel="training").axes) == 3
     assert len(plots.accuracy_vs_coverage(summary[summary["training"] == "all-reduce every step"]).axes) == 1
+
+
+def test_pool_workers_ignore_ctrl_c_and_stop_with_the_sweep(no_leftover_processes):
+    """Jupyter signals the kernel's whole process group: pool workers must not die with a
+    KeyboardInterrupt traceback each, but stop when the parent stops the sweep."""
+    executor = experiments.pool(1)
+    assert executor.submit(int, "7").result(timeout=60) == 7   # the worker is up
+    worker = psutil.Process(next(iter(executor._processes)))
+    os.kill(worker.pid, signal.SIGINT)
+    time.sleep(1.0)
+    assert worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE
+    assert executor.submit(int, "8").result(timeout=60) == 8   # and still works
+    experiments.shutdown(1, terminate=True)
+    assert not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE
