@@ -43,10 +43,8 @@ def append(rows: list[dict], table: str, directory: Path | None = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{table}.csv"
     new = pd.DataFrame(rows)
-    if path.exists():
-        _cut_torn_tail(path)
-    if path.exists() and path.stat().st_size > 0:
-        old = pd.read_csv(path)
+    old = _complete_rows(path, repair=True)
+    if len(old.columns):
         if list(old.columns) == list(new.columns):
             new.to_csv(path, mode="a", header=False, index=False)
             return path
@@ -59,17 +57,17 @@ def append(rows: list[dict], table: str, directory: Path | None = None) -> Path:
 
 def load(table: str, directory: Path | None = None) -> pd.DataFrame:
     """Read a result table's complete rows; an empty frame if nothing has been recorded yet."""
-    path = (Path(directory) if directory else results_dir()) / f"{table}.csv"
-    text = _complete_lines(path.read_bytes()).decode() if path.exists() else ""
-    return pd.read_csv(io.StringIO(text)) if text.strip() else pd.DataFrame()
+    return _complete_rows((Path(directory) if directory else results_dir()) / f"{table}.csv")
 
 
-def _complete_lines(data: bytes) -> bytes:
-    """Everything up to the last newline: a row is complete only once its newline is written."""
-    return data if data.endswith(b"\n") else data[: data.rfind(b"\n") + 1]
-
-
-def _cut_torn_tail(path: Path) -> None:
-    with open(path, "rb+") as f:
-        keep = len(_complete_lines(f.read()))
-        f.truncate(keep)
+def _complete_rows(path: Path, repair: bool = False) -> pd.DataFrame:
+    """The rows of a table up to its last newline (a row is complete only once its newline is
+    written); ``repair`` also cuts a torn last line off the file, before anything is appended."""
+    if not path.exists():
+        return pd.DataFrame()
+    with open(path, "rb+" if repair else "rb") as f:
+        data = f.read()
+        complete = data if data.endswith(b"\n") else data[: data.rfind(b"\n") + 1]
+        if repair and len(complete) < len(data):
+            f.truncate(len(complete))
+    return pd.read_csv(io.BytesIO(complete)) if complete.strip() else pd.DataFrame()
