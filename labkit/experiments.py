@@ -162,13 +162,10 @@ def shutdown(workers: int | None = None, terminate: bool = False) -> None:
     """Stop the kept pool (or all pools); ``terminate`` kills runs in flight instead of waiting."""
     for size in [n for n in _POOL if workers in (None, n)]:
         executor = _POOL.pop(size)
-        processes = list((getattr(executor, "_processes", None) or {}).values())  # no public API before 3.14
-        executor.shutdown(wait=not terminate, cancel_futures=True)
-        if terminate:
-            for process in processes:
+        if terminate:  # the executor's manager thread sees the pool broken, stops and joins the rest
+            for process in list((getattr(executor, "_processes", None) or {}).values()):  # public in 3.14
                 process.terminate()
-            for process in processes:
-                process.join(timeout=5)
+        executor.shutdown(wait=True, cancel_futures=True)  # joins the manager thread: nothing left running
 
 
 def _in_pool(jobs, runner, workers, record, bar) -> None:

@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,3 +20,16 @@ def run_cli(*args, env=None, timeout=300):
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "labkit", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, env=full_env)
+
+
+def our_children() -> list[psutil.Process]:
+    """This process's descendants, except multiprocessing's resource tracker: Python starts one per
+    parent at the first spawn and it lives until pytest exits, as it does in a notebook kernel."""
+    kids = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if "multiprocessing.resource_tracker" not in " ".join(p.cmdline()):
+                kids.append(p)
+        except psutil.Error:
+            pass
+    return kids

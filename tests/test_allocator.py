@@ -27,6 +27,8 @@ def test_workers_stop_page_faulting_their_activations_in(monkeypatch):
     tuned = max(labkit.launch(faults_per_step, 2))
     monkeypatch.setenv("LABKIT_KEEP_FREED_MEMORY", "0")
     untuned = max(labkit.launch(faults_per_step, 2))
-    assert untuned > 500                # every step maps its ~10 MB of activations afresh
-    assert tuned < untuned / 20, (tuned, untuned)
+    assert tuned < 16, (tuned, untuned)  # freed activations are reused: (almost) no new pages
+    # Without the tuning each step maps its ~10 MB of activations afresh: 3,400-7,300 faults here,
+    # ~290 on a CI machine (whose kernel maps some of them as huge pages).
+    assert untuned > 100 and tuned < untuned / 10, (tuned, untuned)
 

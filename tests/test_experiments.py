@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from multiprocessing import resource_tracker
 
 import matplotlib
 import numpy as np
@@ -17,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT
+from conftest import ROOT, our_children
 from labkit import experiments, findings, impact, plots, results, stats
 from labkit.dataparallel import DPConfig
 from labkit.errors import LabError
@@ -30,10 +29,7 @@ TINY = dict(nodes=2, train_subset=96, epochs=1, batch_size=32)
 def no_leftover_processes():
     yield
     experiments.shutdown()
-    # multiprocessing's resource tracker (one per parent, started by the first spawn pool) would
-    # live until pytest exits; stop it too, so later tests see no process of ours.
-    resource_tracker._resource_tracker._stop()
-    left = psutil.wait_procs(psutil.Process().children(recursive=True), timeout=20)[1]
+    left = psutil.wait_procs(our_children(), timeout=20)[1]
     assert not left, f"processes left behind: {left}"
 
 

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import labkit
-from conftest import ROOT
+from conftest import ROOT, our_children
 from labkit.errors import LabError
 from labkit.launcher import WorkerError, rank, report, world_size
 
@@ -37,7 +37,7 @@ class ProcessWatch:
 
     def _sample(self):
         while not self._stop.is_set():
-            for p in psutil.Process().children(recursive=True):
+            for p in our_children():
                 try:
                     self.seen.setdefault(p.pid, p.create_time())
                 except psutil.Error:

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import run_cli
+from conftest import our_children, run_cli
 from labkit import models, modelparallel, mpanalysis, pipeline, results
 from labkit.errors import LabError
 from labkit.launcher import WorkerError
@@ -20,7 +20,7 @@ LINEAR_SPLITS = {"lenet5": [7, 9], "mlp": [1, 3, 5, 7, 9]}
 
 
 def assert_no_children_left():
-    leftovers = [p for p in psutil.Process().children(recursive=True) if p.is_running()
+    leftovers = [p for p in our_children() if p.is_running()
                  and p.status() != psutil.STATUS_ZOMBIE]
     assert not leftovers, f"processes left behind: {[p.cmdline() for p in leftovers]}"
 
