@@ -96,17 +96,19 @@ def interleaved(model_name: str, batch: int, block: int, rounds: int) -> dict:
         cursor[0] += 1
         return train.batch(order[start:start + batch])
 
-    rates, idle_cpu = {name: [] for name in steppers}, 0.0
+    rates, idle_cpu, limit_steps = {name: [] for name in steppers}, 0.0, []
     for r in range(rounds + 1):
         names = list(steppers)[r % len(steppers):] + list(steppers)[:r % len(steppers)]  # rotate the order
         for name in names:
             alone = ALONE.get(name)
             dist.barrier()
-            start, cpu = time.perf_counter(), time.process_time()
+            start, cpu, steps = time.perf_counter(), time.process_time(), []
             if alone is None or rank == 0:
                 torch.set_num_threads(alone or 1)
                 for _ in range(block):
+                    begin = time.perf_counter()
                     steppers[name].step(next_batch())
+                    steps.append(time.perf_counter() - begin)
                 torch.set_num_threads(1)
             dist.barrier()
             seconds = time.perf_counter() - start
@@ -114,7 +116,17 @@ def interleaved(model_name: str, batch: int, block: int, rounds: int) -> dict:
                 rates[name].append((1 if alone else 2) * block * batch / seconds)
                 if alone and rank == 1:
                     idle_cpu += time.process_time() - cpu
-    return {"rates": rates, "idle_cpu_s": idle_cpu}
+                if name == "limit: 2 independent":
+                    limit_steps.append(steps)
+    return {"rates": rates, "idle_cpu_s": idle_cpu, "limit_steps": limit_steps}
+
+
+def lockstep_ceiling(steps_a: list, steps_b: list) -> float:
+    """What waiting for the slower rank at every step alone would cost, from the two independent
+    processes' own step times: their mean step over the mean of the slower of each pair. A scheme
+    that synchronises every step cannot beat this fraction of the limit (it still pays its comm)."""
+    pairs = [(a, b) for block_a, block_b in zip(steps_a, steps_b) for a, b in zip(block_a, block_b)]
+    return sum((a + b) / 2 for a, b in pairs) / sum(max(a, b) for a, b in pairs)
 
 
 def part1(model: str, batch: int, block: int, rounds: int) -> None:
@@ -140,6 +152,11 @@ def part1(model: str, batch: int, block: int, rounds: int) -> None:
           f"ddp >= 0.95 x 1 process x 2 threads: {ratio('2 workers ddp', refs[1]):.2f}")
     print("  (diagnostic rows: 'ddp, no comm' is DDP's machinery alone; 'ddp, sync only' adds waiting for the "
           "slower rank at every bucket; the rest of the gap to 'ddp' is moving the gradients)")
+    ceiling = statistics.median(lockstep_ceiling([a], [b]) for a, b in zip(out[0]["limit_steps"], out[1]["limit_steps"]))
+    machinery = ratio("ddp, no comm", refs[2])
+    print(f"  lock-step ceiling from the limit's own step times (mean step / mean of the slower of each pair): "
+          f"{ceiling:.2f} x limit;\n  with DDP's own machinery ({machinery:.2f}), a DDP whose gradients moved for free "
+          f"would land near {ceiling * machinery:.2f} x limit on this machine")
 
 
 # ---------------------------------------------------------------- the textbook implementation
