@@ -1,5 +1,5 @@
 """Data-parallel training: N workers, each training on its node's sampler, kept in step by a
-synchroniser from ``labkit.sync``; rank 0 evaluates on the full test set once per epoch.
+synchroniser from ``labkit.sync``; rank 0 evaluates on the full test set (or its first ``test_subset`` images) once per epoch.
 
 ``run(cfg)`` launches the workers, gathers their timings and appends one row per epoch to
 ``results/dp.csv``. ``train_worker(cfg)`` is the per-rank loop; it runs unchanged under
@@ -55,6 +55,7 @@ class DPConfig:
     straggler: dict = field(default_factory=dict, metadata={"parse": parse_straggler,
                                                             "help": "RANK:DELAY_MS added to every step"})
     train_subset: int = field(default=0, metadata={"help": "use only the first N training samples; 0 = all"})
+    test_subset: int = field(default=0, metadata={"help": "evaluate on the first N test images; 0 = all"})
     timeout: float = field(default=900.0, metadata={"help": "seconds before the launch is stopped"})
 
     def __post_init__(self):
@@ -162,7 +163,8 @@ def train_worker(cfg: DPConfig, return_model: bool = False, progress: bool = Tru
                                     len(order), sync.pads_uneven)
         if rank == 0:
             wall += stats["epoch_seconds"]
-            test_loss, test_acc = evaluate(unwrap(sync.module), test)  # never a DDP forward: it syncs
+            # never a DDP forward: that would synchronise with ranks that do not evaluate
+            test_loss, test_acc = evaluate(unwrap(sync.module), test, limit=cfg.test_subset)
             history.append({"epoch": epoch + 1, **stats, "wall_seconds": wall, "test_loss": test_loss,
                             "test_acc": test_acc, "bytes_per_step": sync.bytes_per_step(),
                             "samples_per_s": stats["samples"] / stats["epoch_seconds"]})

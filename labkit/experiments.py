@@ -67,6 +67,8 @@ def runner_name(runner) -> str:
 def run_key(config, runner) -> str:
     """A stable id for (config, runner): the same in every session, on every machine."""
     fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_IN_KEY}
+    if not fields.get("test_subset", 1):
+        del fields["test_subset"]  # the default (whole test set): keys from before the field existed stay valid
     text = json.dumps({"runner": runner_name(runner), "config": fields}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

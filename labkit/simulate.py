@@ -77,7 +77,7 @@ def simulate(cfg: DPConfig, return_model: bool = False):
                 loss_sum, batches = _synchronous_step(replicas[0], opts[0], node_batches, loss_sum, batches)
         if local and since_average:
             _average_replicas(replicas)
-        _, test_acc = evaluate(replicas[0], test)
+        _, test_acc = evaluate(replicas[0], test, limit=cfg.test_subset)
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / max(batches, 1), "test_acc": test_acc,
                         "samples": sum(len(o) for o in orders)})
     return (history, replicas[0].state_dict()) if return_model else history

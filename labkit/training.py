@@ -30,6 +30,7 @@ class SingleConfig:
     seed: int = 0
     threads: int = field(default=0, metadata={"help": "torch threads; 0 means all cores"})
     train_subset: int = field(default=0, metadata={"help": "use only the first N training samples; 0 = all"})
+    test_subset: int = field(default=0, metadata={"help": "evaluate on the first N test images; 0 = all"})
 
     def __post_init__(self):
         check_common(self)
@@ -48,8 +49,9 @@ def check_common(cfg) -> None:
         raise LabError(f"lr must be positive, got {cfg.lr}.")
     if not 0 <= cfg.momentum < 1:
         raise LabError(f"momentum must be in [0, 1), got {cfg.momentum}.")
-    if cfg.threads < 0 or getattr(cfg, "train_subset", 0) < 0:
-        raise LabError("threads and train_subset must be 0 or positive.")
+    for name in ("threads", "train_subset", "test_subset"):
+        if getattr(cfg, name, 0) < 0:
+            raise LabError(f"{name} must be 0 or positive, got {getattr(cfg, name)}.")
 
 
 def resolve_threads(threads: int) -> int:
@@ -67,18 +69,22 @@ def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, dataset: data.ImageDataset, batch_size: int = 500) -> tuple[float, float]:
-    """Mean loss and accuracy (%) on a whole split, in eval mode; restores the model's mode."""
+def evaluate(model: torch.nn.Module, dataset: data.ImageDataset, batch_size: int = 500,
+             limit: int = 0) -> tuple[float, float]:
+    """Mean loss and accuracy (%) on a whole split (or its first ``limit`` images), in eval mode;
+    restores the model's mode."""
     was_training = model.training
     model.eval()
+    n = min(limit, len(dataset)) if limit else len(dataset)
     loss_sum, correct = 0.0, 0
-    for start in range(0, len(dataset), batch_size):
-        x, y = dataset.normalized[start:start + batch_size], dataset.labels[start:start + batch_size]
+    for start in range(0, n, batch_size):
+        end = min(start + batch_size, n)
+        x, y = dataset.normalized[start:end], dataset.labels[start:end]
         out = model(x)
         loss_sum += F.cross_entropy(out, y, reduction="sum").item()
         correct += (out.argmax(1) == y).sum().item()
     model.train(was_training)
-    return loss_sum / len(dataset), 100.0 * correct / len(dataset)
+    return loss_sum / n, 100.0 * correct / n
 
 
 def train_single(cfg: SingleConfig, progress: bool = True, save: bool = True, log=print) -> list[dict]:
@@ -112,7 +118,7 @@ def train_single(cfg: SingleConfig, progress: bool = True, save: bool = True, lo
         bar.close()
         seconds = time.perf_counter() - start
         wall += seconds
-        test_loss, test_acc = evaluate(model, test)
+        test_loss, test_acc = evaluate(model, test, limit=cfg.test_subset)
         row = {"epoch": epoch + 1, "train_loss": loss_sum / steps, "test_loss": test_loss,
                "test_acc": test_acc, "epoch_seconds": seconds, "wall_seconds": wall,
                "samples_per_s": n / seconds}

@@ -100,7 +100,8 @@ def test_run_key_is_stable_and_depends_on_what_changes_the_numbers():
     key = experiments.run_key(cfg, impact.simulated_run)
     assert key == experiments.run_key(DPConfig(**TINY), impact.simulated_run)
     assert key == experiments.run_key(dataclasses.replace(cfg, timeout=5.0), impact.simulated_run)
-    for change in (dict(seed=1), dict(lr=0.02), dict(partition="sorted"), dict(local_steps="epoch")):
+    for change in (dict(seed=1), dict(lr=0.02), dict(partition="sorted"), dict(local_steps="epoch"),
+                   dict(test_subset=1000)):
         assert experiments.run_key(dataclasses.replace(cfg, **change), impact.simulated_run) != key
     assert experiments.config_key(dataclasses.replace(cfg, seed=3), impact.simulated_run) == \
         experiments.config_key(cfg, impact.simulated_run)

@@ -1,8 +1,9 @@
 import pandas as pd
 import pytest
+import torch.nn.functional as F
 
 from conftest import run_cli
-from labkit import results, training
+from labkit import data, models, results, training
 from labkit.errors import LabError
 
 
@@ -25,6 +26,19 @@ def test_same_seed_same_numbers_single_thread():
     assert a[0]["train_loss"] == b[0]["train_loss"] and a[0]["test_acc"] == b[0]["test_acc"]
 
 
+def test_evaluating_a_test_subset_is_evaluating_its_first_images():
+    model, test = models.build("lenet5", seed=1), data.load("mnist", train=False)
+    for limit in (1, 499, 500, 1234):
+        out = model.eval()(test.normalized[:limit])
+        loss, acc = training.evaluate(model, test, limit=limit)
+        assert loss == pytest.approx(F.cross_entropy(out, test.labels[:limit]).item(), rel=1e-5)
+        assert acc == pytest.approx(100.0 * (out.argmax(1) == test.labels[:limit]).float().mean().item())
+    assert training.evaluate(model, test, limit=10**6) == training.evaluate(model, test)
+    cfg = training.SingleConfig(epochs=1, train_subset=320, test_subset=700, threads=1)
+    row = training.train_single(cfg, progress=False, save=False, log=lambda *_: None)[0]
+    assert row["test_acc"] * 7 == pytest.approx(round(row["test_acc"] * 7))  # correct images out of 700
+
+
 def test_epoch_order_is_a_permutation_that_changes_per_epoch():
     a, b = training.epoch_order(1000, 0, 0), training.epoch_order(1000, 0, 1)
     assert sorted(a.tolist()) == list(range(1000))
@@ -38,6 +52,7 @@ def test_epoch_order_is_a_permutation_that_changes_per_epoch():
     ("lr", 0.0, "lr must be positive"),
     ("model", "vgg", "unknown model 'vgg'"),
     ("dataset", "imagenet", "unknown dataset 'imagenet'"),
+    ("test_subset", -5, "test_subset must be 0 or positive, got -5"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(LabError, match=message):
