@@ -122,11 +122,10 @@ def interleaved(model_name: str, batch: int, block: int, rounds: int) -> dict:
 
 
 def lockstep_ceiling(steps_a: list, steps_b: list) -> float:
-    """What waiting for the slower rank at every step alone would cost, from the two independent
-    processes' own step times: their mean step over the mean of the slower of each pair. A scheme
-    that synchronises every step cannot beat this fraction of the limit (it still pays its comm)."""
-    pairs = [(a, b) for block_a, block_b in zip(steps_a, steps_b) for a, b in zip(block_a, block_b)]
-    return sum((a + b) / 2 for a, b in pairs) / sum(max(a, b) for a, b in pairs)
+    """What waiting for the slower rank at every step alone would cost, from two independent
+    processes' step times over the same block: their mean step over the mean of the slower of
+    each pair. A scheme that synchronises every step can expect no better (and still pays its comm)."""
+    return sum(a + b for a, b in zip(steps_a, steps_b)) / 2 / sum(map(max, steps_a, steps_b))
 
 
 def part1(model: str, batch: int, block: int, rounds: int) -> None:
@@ -152,7 +151,7 @@ def part1(model: str, batch: int, block: int, rounds: int) -> None:
           f"ddp >= 0.95 x 1 process x 2 threads: {ratio('2 workers ddp', refs[1]):.2f}")
     print("  (diagnostic rows: 'ddp, no comm' is DDP's machinery alone; 'ddp, sync only' adds waiting for the "
           "slower rank at every bucket; the rest of the gap to 'ddp' is moving the gradients)")
-    ceiling = statistics.median(lockstep_ceiling([a], [b]) for a, b in zip(out[0]["limit_steps"], out[1]["limit_steps"]))
+    ceiling = statistics.median(map(lockstep_ceiling, out[0]["limit_steps"], out[1]["limit_steps"]))
     machinery = ratio("ddp, no comm", refs[2])
     print(f"  lock-step ceiling from the limit's own step times (mean step / mean of the slower of each pair): "
           f"{ceiling:.2f} x limit;\n  with DDP's own machinery ({machinery:.2f}), a DDP whose gradients moved for free "

@@ -1,5 +1,6 @@
 """Data-parallel training: N workers, each training on its node's sampler, kept in step by a
-synchroniser from ``labkit.sync``; rank 0 evaluates on the full test set (or its first ``test_subset`` images) once per epoch.
+synchroniser from ``labkit.sync``; rank 0 evaluates on the full test set (or its first
+``test_subset`` images) once per epoch.
 
 ``run(cfg)`` launches the workers, gathers their timings and appends one row per epoch to
 ``results/dp.csv``. ``train_worker(cfg)`` is the per-rank loop; it runs unchanged under

@@ -29,6 +29,7 @@ from . import results, stats
 from .errors import LabError
 
 NOT_IN_KEY = ("timeout",)  # fields that cannot change a run's numbers
+KEYED_WHEN_SET = ("test_subset",)  # fields added later: at their default (0) the key stays what it was
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,8 @@ def runner_name(runner) -> str:
 
 def run_key(config, runner) -> str:
     """A stable id for (config, runner): the same in every session, on every machine."""
-    fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_IN_KEY}
-    if not fields.get("test_subset", 1):
-        del fields["test_subset"]  # the default (whole test set): keys from before the field existed stay valid
+    fields = {k: v for k, v in dataclasses.asdict(config).items()
+              if k not in NOT_IN_KEY and not (k in KEYED_WHEN_SET and not v)}
     text = json.dumps({"runner": runner_name(runner), "config": fields}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
