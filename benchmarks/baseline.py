@@ -11,7 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from labkit import data, models, training
+from labkit.data import datasets
+from labkit.data.batches import batches, epoch_order
+from labkit.train import models
+from labkit.train.loop import make_optimizer
+from labkit.train.single import SingleConfig
 from textbook import TutorialMNIST
 
 
@@ -38,21 +42,19 @@ def main():
 
 def compare(args, threads):
     torch.set_num_threads(threads)
-    train = data.load("mnist")
-    cfg = training.SingleConfig(model=args.model, batch_size=args.batch_size)
+    train = datasets.load("mnist")
+    cfg = SingleConfig(model=args.model, batch_size=args.batch_size)
     n, b = args.steps * args.batch_size, args.batch_size
 
     def labkit_batches():
-        order = training.epoch_order(len(train), 0, 0)
-        for s in range(0, len(order), b):
-            yield train.batch(order[s:s + b])
+        return batches(train, epoch_order(len(train), 0, 0), b)
 
     textbook = DataLoader(TutorialMNIST(train), batch_size=b, shuffle=True,
                           generator=torch.Generator().manual_seed(0))
     rates = {}
     for name, make in (("labkit", labkit_batches), ("textbook", lambda: iter(textbook))):
         model = models.build(args.model, seed=0)
-        opt = training.make_optimizer(model, cfg)
+        opt = make_optimizer(model, cfg)
         time_steps(model, opt, make(), 20)  # warm-up
         rates[name] = n / time_steps(model, opt, make(), args.steps)
     print(f"model {args.model}, batch {b}, threads {threads}, {args.steps} steps each")

@@ -26,7 +26,10 @@ from torch.distributed.optim import DistributedOptimizer
 from torch.utils.data import DataLoader
 
 import labkit
-from labkit import data, models, modelparallel, mpanalysis
+from labkit import model_parallel as modelparallel
+from labkit.data import datasets
+from labkit.model_parallel import analysis as mpanalysis
+from labkit.train import models, single
 from textbook import TutorialMNIST
 
 
@@ -74,7 +77,7 @@ def textbook_rank(rank, port, epochs, queue):
     torch.set_num_threads(1)
     rpc.init_rpc("master" if rank == 0 else f"worker{rank}", rank=rank, world_size=3)
     if rank == 0:
-        loader = DataLoader(TutorialMNIST(data.load("mnist")), batch_size=32, shuffle=True,
+        loader = DataLoader(TutorialMNIST(datasets.load("mnist")), batch_size=32, shuffle=True,
                             generator=torch.Generator().manual_seed(0))
         net = TextbookNet()
         opt = DistributedOptimizer(torch.optim.SGD, net.parameter_rrefs(), lr=0.01, momentum=0.9)
@@ -89,7 +92,7 @@ def textbook_rank(rank, port, epochs, queue):
             seconds += time.perf_counter() - start
         correct = 0
         with torch.no_grad():
-            for x, y in DataLoader(TutorialMNIST(data.load("mnist", train=False)), batch_size=1000):
+            for x, y in DataLoader(TutorialMNIST(datasets.load("mnist", train=False)), batch_size=1000):
                 correct += (net(x).argmax(1) == y).sum().item()
         queue.put((seconds, 100.0 * correct / 10000))
         del net, opt
@@ -111,7 +114,7 @@ def run_textbook(epochs):
 # ---------------------------------------------------------------- RPC round trip
 
 def ping(times):
-    if labkit.launcher.rank() == 0:
+    if labkit.rank() == 0:
         one = torch.ones(1)
         rtts = []
         for _ in range(times):
@@ -127,7 +130,7 @@ def ping(times):
 # ---------------------------------------------------------------- the three comparisons
 
 def compare_local(steps):
-    local = modelparallel.local_step_ms("lenet5", 32, steps=steps)
+    local = single.step_ms("lenet5", 32, steps=steps)
     split = modelparallel.time_steps([modelparallel.MPConfig()], steps=steps).iloc[0]
     print(f"1. lenet5, batch 32, {steps} steps: one local process {local:.2f} ms/step; "
           f"model parallel over RPC {split.step_ms:.2f} ms/step = {split.step_ms / local:.1f}x slower")
@@ -161,7 +164,7 @@ def compare_pipelining(batch, rounds, steps):
 
 
 def compare_textbook(epochs):
-    run = modelparallel.train_mp(modelparallel.MPConfig(epochs=epochs), progress=False, save=False,
+    run = modelparallel.run(modelparallel.MPConfig(epochs=epochs), progress=False, save=False,
                                  log=lambda *_: None)
     ours, ours_acc = sum(r["epoch_seconds"] for r in run.rows), run.rows[-1]["test_acc"]
     theirs, theirs_acc = run_textbook(epochs)

@@ -6,7 +6,7 @@ Usage: python benchmarks/partition.py [--nodes 100] [--repeats 5]
 import argparse
 import time
 
-from labkit import data, partition
+from labkit.data import datasets, measures, partition
 
 BUDGET = 0.1  # seconds per strategy for 100 nodes over 60,000 labels
 
@@ -25,7 +25,7 @@ def main():
     ap.add_argument("--nodes", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
-    labels = data.load("mnist").labels.numpy()
+    labels = datasets.load("mnist").labels.numpy()
     print(f"{len(labels)} MNIST labels over {args.nodes} nodes, best of {args.repeats} (budget {BUDGET} s)")
     print(f"  {'strategy':11s} {'ms':>8s} {'of budget':>10s}")
     worst = 0.0
@@ -34,7 +34,7 @@ def main():
         worst = max(worst, seconds)
         print(f"  {strategy:11s} {1000 * seconds:8.2f} {seconds / BUDGET:9.1%}")
     parts = partition.partition(labels, args.nodes, "dirichlet", seed=0)
-    seconds = best_time(lambda: partition.report(labels, parts), args.repeats)
+    seconds = best_time(lambda: measures.measure(labels, parts), args.repeats)
     print(f"  {'(report)':11s} {1000 * seconds:8.2f} {seconds / BUDGET:9.1%}")
     print(f"slowest strategy: {worst / BUDGET:.1%} of the budget -> {'OK' if worst < BUDGET else 'TOO SLOW'}")
 

@@ -1,7 +1,7 @@
 """Data-parallel speed on this machine, in one run, as samples/s and ratios.
 
 Part 1, for lenet5 (batch 32) and cnn (batch 64 per worker): 1 worker x 1 thread, 1 process x
-2 threads, 2 workers x 1 thread in each sync mode (labkit.sync's step, as training runs it), and
+2 threads, 2 workers x 1 thread in each sync mode (labkit.data_parallel.sync's step, as training runs it), and
 the machine's own limit, two 1-thread training processes that never communicate. All of them run
 in the same two processes, in turn, a block of steps at a time, many rounds: this shared machine's
 speed drifts by tens of percent within minutes, and only interleaving makes the ratios stable.
@@ -19,8 +19,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 import labkit
-from labkit import data, dataparallel, models, stats, sync, training
-from labkit.dataparallel import DPConfig
+from labkit import data_parallel
+from labkit.data import datasets
+from labkit.data.batches import epoch_order
+from labkit.data_parallel import DPConfig
+from labkit.data_parallel import sync
+from labkit.studies import stats
+from labkit.train import models
+from labkit.train.loop import evaluate, forward_backward, make_optimizer
 
 QUIET = dict(progress=False, save=False, log=lambda *_: None)
 
@@ -33,7 +39,7 @@ class _Plain:
 
     def step(self, batch):
         self.opt.zero_grad(set_to_none=True)
-        sync._forward_backward(self.module, batch)   # the same forward/backward (and loss.item()) as every sync
+        forward_backward(self.module, batch)   # the same forward/backward (and loss.item()) as every sync
         self.opt.step()
 
 
@@ -59,14 +65,14 @@ class _DiagnosticDDP(sync.DDPSync):
     """labkit's DDP step with a comm hook that takes part of the communication away (diagnostic
     rows only: the models do not stay in step)."""
 
-    def __init__(self, model, opt, nodes, cfg, hook):
-        super().__init__(model, opt, nodes, cfg)
+    def __init__(self, model, opt, nodes, hook):
+        super().__init__(model, opt, nodes)
         self.module.register_comm_hook(None, hook)
 
 
 ALONE = {"1 worker x 1 thread": 1, "1 process x 2 threads": 2}   # rank 0 trains, rank 1 waits
 DIAGNOSTIC = {"ddp, sync only": _sync_only_hook, "ddp, no comm": _no_comm_hook}
-TOGETHER = [f"2 workers {s}" for s in sync.SYNCS] + [*DIAGNOSTIC, "limit: 2 independent"]
+TOGETHER = [f"2 workers {s}" for s in sync.SYNCHRONIZERS] + [*DIAGNOSTIC, "limit: 2 independent"]
 
 
 def interleaved(model_name: str, batch: int, block: int, rounds: int) -> dict:
@@ -74,19 +80,19 @@ def interleaved(model_name: str, batch: int, block: int, rounds: int) -> dict:
     (after one untimed warm-up block each), so the machine's drift hits all of them alike.
     Returns {configuration: [samples/s per round]} (on rank 0) and rank 1's CPU seconds while idle."""
     rank = dist.get_rank()
-    train = data.load("mnist")
+    train = datasets.load("mnist")
     train.normalized
-    order = training.epoch_order(len(train), rank, 0)
+    order = epoch_order(len(train), rank, 0)
     cfg = DPConfig(model=model_name, batch_size=batch)
     steppers = {}
     for name in [*ALONE, *TOGETHER]:
         model = models.build(model_name, seed=0)
-        opt = training.make_optimizer(model, cfg)
+        opt = make_optimizer(model, cfg)
         kind = name.removeprefix("2 workers ")
-        if kind in sync.SYNCS:
-            steppers[name] = sync.SYNCS[kind](model, opt, 2, cfg)
+        if kind in sync.SYNCHRONIZERS:
+            steppers[name] = sync.build(kind, model, opt, 2, cfg.average_every)
         elif name in DIAGNOSTIC:
-            steppers[name] = _DiagnosticDDP(model, opt, 2, cfg, DIAGNOSTIC[name])
+            steppers[name] = _DiagnosticDDP(model, opt, 2, DIAGNOSTIC[name])
         else:
             steppers[name] = _Plain(model, opt)
     cursor = [0]
@@ -164,7 +170,7 @@ def textbook_worker(epochs: int, batch: int, seed: int) -> dict:
     from torch.utils.data import DataLoader
     from torch.utils.data.distributed import DistributedSampler
     from textbook import TutorialMNIST
-    dataset = TutorialMNIST(data.load("mnist"))
+    dataset = TutorialMNIST(datasets.load("mnist"))
     sampler = DistributedSampler(dataset, seed=seed)
     loader = DataLoader(dataset, batch_size=batch, sampler=sampler)
     model = models.build("lenet5", seed=seed)
@@ -184,7 +190,7 @@ def textbook_worker(epochs: int, batch: int, seed: int) -> dict:
                 p.grad /= world
             opt.step()
         seconds += time.perf_counter() - start
-    acc = training.evaluate(model, data.load("mnist", train=False))[1] if dist.get_rank() == 0 else None
+    acc = evaluate(model, datasets.load("mnist", train=False))[1] if dist.get_rank() == 0 else None
     return {"seconds": seconds, "acc": acc}
 
 
@@ -199,7 +205,7 @@ def part2(seeds: int) -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
     ours, theirs = [], []
     for seed in range(seeds):
-        rows = dataparallel.run(DPConfig(seed=seed), **QUIET)
+        rows = data_parallel.run(DPConfig(seed=seed), **QUIET)
         ours.append((sum(r["epoch_seconds"] for r in rows), rows[-1]["test_acc"]))
         outs = labkit.launch(textbook_worker, 2, 2, 32, seed, timeout=1800)
         theirs.append((max(o["seconds"] for o in outs), outs[0]["acc"]))

@@ -14,21 +14,24 @@ import os
 import sys
 import typing
 
-from .errors import LabError
+from .errors import LabError, WorkerError
 
 
 def _experiments() -> dict:
-    from . import cluster, comm, dataparallel, modelparallel, training
-    return {"single": (training.SingleConfig, training.train_single),
-            "hello": (cluster.HelloConfig, cluster.run_hello),
-            "comm": (comm.CommConfig, comm.run_comm),
-            "dp": (dataparallel.DPConfig, dataparallel.run),
-            "mp": (modelparallel.MPConfig, modelparallel.train_mp)}
+    """Each kind: its config class and its ``run(cfg, progress, save)``."""
+    from . import data_parallel, model_parallel
+    from .collectives import bench, hello
+    from .train import single
+    return {"single": (single.SingleConfig, single.run),
+            "hello": (hello.HelloConfig, hello.run),
+            "comm": (bench.CommConfig, bench.run),
+            "dp": (data_parallel.DPConfig, data_parallel.run),
+            "mp": (model_parallel.MPConfig, model_parallel.run)}
 
 
 def _torchrun_rank() -> int | None:
     """This process's rank when started by torchrun (``torchrun ... -m labkit run KIND``), else None."""
-    from .launcher import under_torchrun
+    from .runtime import under_torchrun
     return int(os.environ["RANK"]) if under_torchrun() else None
 
 
@@ -71,7 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def user_message(exc: LabError) -> str:
     """One line for a user mistake, even when a worker found it; a worker crash keeps its traceback."""
-    from .launcher import WorkerError
     if isinstance(exc, WorkerError) and exc.ranks:
         last = (exc.tracebacks.get(exc.ranks[0]) or "").strip().splitlines()[-1:]
         prefix = f"{LabError.__module__}.{LabError.__name__}: "
@@ -79,8 +81,9 @@ def user_message(exc: LabError) -> str:
             return f"rank {exc.ranks[0]}: {last[0][len(prefix):]}"
     return str(exc)
 
+
 def _add_report_and_grade(sub) -> None:
-    from .report import ReportConfig
+    from .course.report import ReportConfig
     report = sub.add_parser("report", help="execute every notebook headless and collect results/ (make results)")
     report.add_argument("--quick", action="store_true", help="pass quick=True to every notebook (a smoke run)")
     report.add_argument("--only", action="append", default=[], metavar="NAMES",
@@ -96,7 +99,7 @@ def _add_report_and_grade(sub) -> None:
 
 
 def _report(args: dict) -> int:
-    from . import report
+    from .course import report
     only = tuple(name.strip() for names in args["only"] for name in names.split(",") if name.strip())
     cfg = report.ReportConfig(quick=args["quick"], only=only, out=args["out"], notebooks=args["notebooks"],
                               timeout=args["timeout"])
@@ -109,7 +112,7 @@ def _report(args: dict) -> int:
 
 
 def _grade(args: dict) -> int:
-    from . import grade
+    from .course import grade
     table = grade.grade(args["submissions"], args["reference"])
     print(grade.format_table(table))
     for note in grade.reference_notes(args["reference"]):
@@ -134,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             save, progress = not args.pop("no_save"), not args.pop("no_progress")
             if _torchrun_rank() not in (None, 0):  # torchrun: every rank runs this; rank 0 writes results
                 save = progress = False
-            from .progress import hidden
+            from .runtime.progress import hidden
             with hidden() if not progress else contextlib.nullcontext():
                 fn(config_cls(**args), progress=progress, save=save)
         return 0

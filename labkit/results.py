@@ -16,13 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import environment
-from .data import REPO_ROOT
-
-
-def results_dir() -> Path:
-    """Where tables go: ``$LABKIT_RESULTS`` if set (tests use this), else ``results/``."""
-    return Path(os.environ.get("LABKIT_RESULTS", REPO_ROOT / "results"))
-
+from .paths import results_dir
 
 def new_run_id() -> str:
     return uuid.uuid4().hex[:12]

@@ -6,7 +6,7 @@ import nbformat
 import papermill
 
 from conftest import ROOT
-from labkit.grade import filled
+from labkit.course.grade import filled
 
 NOTEBOOKS = ROOT / "notebooks"
 

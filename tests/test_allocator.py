@@ -1,4 +1,4 @@
-"""labkit.allocator: training workers reuse freed activation memory instead of page-faulting it in."""
+"""labkit.runtime.allocator: training workers reuse freed activation memory instead of page-faulting it in."""
 import resource
 import sys
 
@@ -7,13 +7,14 @@ import torch
 import torch.nn.functional as F
 
 import labkit
-from labkit import data, models
+from labkit.data import datasets
+from labkit.train import models
 
 
 def faults_per_step(steps: int = 8) -> float:
     """Minor page faults per cnn training step (batch 64) on this rank, after two warm-up steps."""
     model = models.build("cnn", seed=0)
-    x, y = data.load("mnist").batch(torch.arange(64))
+    x, y = datasets.load("mnist").batch(torch.arange(64))
     for k in range(steps + 2):
         if k == 2:
             before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

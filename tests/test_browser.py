@@ -35,8 +35,8 @@ PARAMS = {
     "02_data_partitioning.ipynb": {"quick": True, "nodes": 10, "alpha": 0.5, "audit_epochs": 2},
     "03_data_parallel_training.ipynb": {"quick": False, "reference_epochs": 3},  # long: scenario 3 stops it
 }
-HELLO = "labkit.launch(cluster.hello_worker, nodes, 40, 0.02)"
-HELLO_SLOW = "labkit.launch(cluster.hello_worker, nodes, 40, 0.25)"  # ~10 s, to watch the bars move
+HELLO = "labkit.launch(collectives.hello_worker, nodes, 40, 0.02)"
+HELLO_SLOW = "labkit.launch(collectives.hello_worker, nodes, 40, 0.25)"  # ~10 s, to watch the bars move
 
 
 def _copy_notebooks(dest: Path) -> None:
@@ -174,7 +174,7 @@ def test_launch_shows_per_node_progress_and_prefixed_output(page, lab):
 def test_stop_button_interrupts_training_and_the_cell_runs_again(page, lab):
     path = lab.root / "03_data_parallel_training.ipynb"
     params = code_cell_index(path, "reference_epochs = 3")
-    setup, train = code_cell_index(path, "from labkit import comm"), code_cell_index(path, "dataparallel.run(")
+    setup, train = code_cell_index(path, "from labkit import collectives"), code_cell_index(path, "data_parallel.run(")
     open_notebook(page, lab, "03_data_parallel_training.ipynb")
     for index in (params - 1, params, setup):
         run_cell(page, index)

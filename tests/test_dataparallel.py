@@ -4,25 +4,29 @@ import torch
 import torch.nn.functional as F
 
 from conftest import run_cli
-from labkit import data, dataparallel, models, training
-from labkit.dataparallel import DPConfig
+from labkit import data_parallel
+from labkit.data import datasets
+from labkit.data_parallel import DPConfig
+from labkit.data_parallel.config import check_feasible, make_all_samplers, train_labels
+from labkit.train import models
+from labkit.train.loop import make_optimizer
 from labkit.errors import LabError
 
 B, STEPS = 16, 5
 
 
 def _final_params(cfg):
-    rows, state = dataparallel.run(cfg, progress=False, save=False, log=lambda *_: None, return_model=True)
+    rows, state = data_parallel.run(cfg, progress=False, save=False, log=lambda *_: None, return_model=True)
     return rows, state
 
 
 def _single_process_reference(cfg):
     """One process, batch nodes*b: each step's batch is the union of the ranks' batches."""
-    labels = dataparallel._train_labels(cfg)
-    orders = [sampler.indices(0) for sampler in dataparallel.make_all_samplers(cfg, labels)]
+    labels = train_labels(cfg)
+    orders = [sampler.indices(0) for sampler in make_all_samplers(cfg, labels)]
     model = models.build(cfg.model, seed=cfg.seed)
-    opt = training.make_optimizer(model, cfg)
-    train = data.load(cfg.dataset)
+    opt = make_optimizer(model, cfg)
+    train = datasets.load(cfg.dataset)
     steps = len(orders[0]) // cfg.batch_size
     for s in range(steps):
         idx = torch.cat([o[s * cfg.batch_size:(s + 1) * cfg.batch_size] for o in orders])
@@ -74,14 +78,14 @@ def test_local_sgd_with_large_h_differs_from_allreduce():
 def test_very_unequal_quantity_partition_finishes(sync):
     cfg = DPConfig(nodes=3, sync=sync, partition="quantity", beta=0.1, batch_size=8, train_subset=600,
                    epochs=1, threads=1, local_steps=4, timeout=120)
-    sizes = [len(s) for s in dataparallel.make_all_samplers(cfg, dataparallel._train_labels(cfg))]
+    sizes = [len(s) for s in make_all_samplers(cfg, train_labels(cfg))]
     assert max(sizes) > 3 * min(sizes), f"partition not unequal enough to test anything: {sizes}"
-    rows = dataparallel.run(cfg, progress=False, save=False, log=lambda *_: None)
+    rows = data_parallel.run(cfg, progress=False, save=False, log=lambda *_: None)
     assert rows[0]["samples"] == sum(sizes)
 
 
 def test_rows_carry_timings_and_bytes():
-    rows = dataparallel.run(_cfg(sync="allgather", nodes=2), progress=False, save=True, log=lambda *_: None)
+    rows = data_parallel.run(_cfg(sync="allgather", nodes=2), progress=False, save=True, log=lambda *_: None)
     row = rows[0]
     numel = models.count_parameters(models.build("lenet5"))
     assert row["bytes_per_step"] == pytest.approx(1 * 4 * numel)  # (N-1) x gradient for all-gather
@@ -90,8 +94,8 @@ def test_rows_carry_timings_and_bytes():
 
 
 def test_straggler_slows_the_whole_group():
-    fast = dataparallel.run(_cfg(), progress=False, save=False, log=lambda *_: None)[0]
-    slow = dataparallel.run(_cfg(straggler={1: 80.0}), progress=False, save=False, log=lambda *_: None)[0]
+    fast = data_parallel.run(_cfg(), progress=False, save=False, log=lambda *_: None)[0]
+    slow = data_parallel.run(_cfg(straggler={1: 80.0}), progress=False, save=False, log=lambda *_: None)[0]
     # 5 steps x 80 ms on rank 1: rank 0 waits ~0.4 s for it in the all-reduces, and wait_s is the
     # mean over the 2 ranks, ~0.2 s (with 40 ms it was ~0.1 s, right at the threshold: flaky on CI)
     assert slow["epoch_seconds"] - fast["epoch_seconds"] > 0.15
@@ -111,7 +115,7 @@ def test_bad_config_is_rejected(kw, message):
 
 def test_more_nodes_than_the_partition_can_feed():
     with pytest.raises(LabError, match="node"):
-        dataparallel.check_feasible(DPConfig(nodes=8, train_subset=5))
+        check_feasible(DPConfig(nodes=8, train_subset=5))
 
 
 @pytest.mark.parametrize("args,message", [
@@ -127,6 +131,6 @@ def test_cli_errors_are_one_line(args, message):
 
 @pytest.mark.slow
 def test_reference_run_reaches_98_percent():
-    rows = dataparallel.run(DPConfig(), progress=False, save=False, log=lambda *_: None)
+    rows = data_parallel.run(DPConfig(), progress=False, save=False, log=lambda *_: None)
     assert [r["epoch"] for r in rows] == [1, 2]
     assert rows[-1]["test_acc"] >= 98.0

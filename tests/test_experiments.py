@@ -1,7 +1,9 @@
 """The multi-seed runner: confidence intervals, stable keys, resuming after a kill, failing configs
 that fail alone, the partition measures, statements computed from the numbers, and the plots."""
+import ast
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,8 +19,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT, our_children
-from labkit import experiments, findings, impact, plots, results, stats
-from labkit.dataparallel import DPConfig
+from labkit import results
+from labkit.data_parallel import DPConfig
+from labkit.data_parallel.config import parse_local_steps
+from labkit.notebook import plots
+from labkit.studies import findings, impact, stats
+from labkit.studies import sweep as experiments
 from labkit.errors import LabError
 
 matplotlib.use("Agg")
@@ -105,11 +111,47 @@ def test_run_key_is_stable_and_depends_on_what_changes_the_numbers():
         assert experiments.run_key(dataclasses.replace(cfg, **change), impact.simulated_run) != key
     assert experiments.config_key(dataclasses.replace(cfg, seed=3), impact.simulated_run) == \
         experiments.config_key(cfg, impact.simulated_run)
-    code = ("from labkit import experiments, impact; from labkit.dataparallel import DPConfig; "
+    code = ("from labkit.studies import impact, sweep as experiments; from labkit.data_parallel import DPConfig; "
             f"print(experiments.run_key(DPConfig(**{TINY!r}), impact.simulated_run))")
     other = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                            env={**os.environ, "PYTHONHASHSEED": "123", "PYTHONPATH": str(ROOT)})
     assert other.stdout.strip() == key, other.stderr
+
+
+def _recorded_config(row: dict) -> DPConfig:
+    """A DPConfig from a result row's config columns (as written to CSV)."""
+    fields = {f.name: row[f.name] for f in dataclasses.fields(DPConfig) if f.name in row}
+    fields["local_steps"] = parse_local_steps(fields["local_steps"])
+    fields["straggler"] = ast.literal_eval(str(fields["straggler"]))
+    return DPConfig(**fields)
+
+
+def test_keys_of_runs_recorded_before_labkit_was_reorganised_are_unchanged():
+    """Keys come from the config and the runner's stable name, never its module path: the 114 runs of
+    the reference run at 8193bc4 (labkit.impact.simulated_run, before the subpackages) keep their keys."""
+    recorded = pd.read_csv(ROOT / "tests" / "fixtures" / "impact_keys_8193bc4.csv", keep_default_na=False)
+    assert len(recorded) == 114
+    for row in recorded.to_dict("records"):
+        cfg = _recorded_config(row)
+        assert experiments.run_key(cfg, impact.simulated_run) == row["run_key"], row
+        assert experiments.config_key(cfg, impact.simulated_run) == row["config_key"], row
+
+
+def test_a_runner_without_a_stable_name_is_refused():
+    def unnamed(cfg):
+        return [], {}
+    with pytest.raises(LabError, match="no stable name"):
+        experiments.run_key(DPConfig(**TINY), unnamed)
+
+
+def test_rerunning_the_notebooks_sweeps_reuses_every_committed_run(tmp_path, monkeypatch):
+    """Notebook 04's four grids at their defaults find all their runs in results/tables/impact.csv."""
+    shutil.copy(ROOT / "results" / "tables" / "impact.csv", tmp_path / "impact.csv")
+    monkeypatch.setenv("LABKIT_RESULTS", str(tmp_path))
+    grid = impact.samplers_grid() + impact.skew_grid() + impact.norm_grid() + impact.niid_grid()
+    done = impact.run(grid, seeds=(0, 1, 2), workers=1, progress=False, log=lambda *_: None)
+    assert (done.ran, done.reused, done.failed) == (0, 114, 0)
+    assert done.final["run_key"].nunique() == 114
 
 
 def test_expand_removes_duplicates_and_needs_seeds():
@@ -128,8 +170,8 @@ def test_bad_workers_is_a_clear_error():
 # ---------------------------------------------------------------- resuming and failing
 
 SWEEP_SCRIPT = """
-from labkit import impact
-from labkit.dataparallel import DPConfig
+from labkit.studies import impact
+from labkit.data_parallel import DPConfig
 GRID = [DPConfig(nodes=2, train_subset=96, epochs=1, partition=p) for p in ("iid", "sorted", "sampling")]
 if __name__ == "__main__":
     impact.run(GRID, seeds=(0, 1, 2, 3), workers={workers}, progress=False)

@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from conftest import run_cli
-from labkit import LabError, grade, keynumbers
-from labkit.keynumbers import KeyNumber
+from labkit import LabError
+from labkit.course import grade
+from labkit.notebook import keynumbers
+from labkit.notebook.keynumbers import KeyNumber
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 

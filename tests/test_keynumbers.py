@@ -6,8 +6,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-from labkit import LabError, keynumbers
-from labkit.keynumbers import KeyNumber, key_number
+from labkit import LabError
+from labkit.notebook import keynumbers
+from labkit.notebook.keynumbers import KeyNumber, key_number
 
 finite = st.floats(-1e6, 1e6, allow_nan=False)
 bound = st.none() | st.floats(0, 1e3, allow_nan=False)

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import labkit
 from conftest import ROOT, our_children
 from labkit.errors import LabError
-from labkit.launcher import WorkerError, rank, report, world_size
+from labkit import WorkerError, rank, report, world_size
 
 
 class ProcessWatch:
@@ -310,7 +310,7 @@ def test_function_defined_in_a_notebook_cell_runs_on_four_workers(tmp_path, monk
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
         "import labkit\n"
         "def whoami():\n"
-        "    from labkit.launcher import rank\n"
+        "    from labkit import rank\n"
         "    return rank()\n"
         "print('ranks', labkit.launch(whoami, 4))")])
     nbformat.write(nb, tmp_path / "cell.ipynb")
@@ -374,7 +374,7 @@ def test_stop_button_in_a_live_kernel_stops_workers_and_the_kernel_goes_on(monke
         gone, alive = psutil.wait_procs(family, timeout=5)
         assert alive == [] and kernel.children(recursive=True) == []
         outputs = []
-        reply = kc.execute_interactive("print(labkit.launch(labkit.launcher.rank, 2))", timeout=60,
+        reply = kc.execute_interactive("print(labkit.launch(labkit.rank, 2))", timeout=60,
                                        output_hook=lambda m: outputs.append(m["content"].get("text", "")))
         assert reply["content"]["status"] == "ok" and "[0, 1]" in "".join(outputs)
     finally:

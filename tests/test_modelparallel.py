@@ -11,10 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import our_children, run_cli
-from labkit import models, modelparallel, mpanalysis, pipeline, results
-from labkit.errors import LabError
-from labkit.launcher import WorkerError
-from labkit.pipeline import BWD, FWD, OPT, STEP
+from labkit import model_parallel as mp
+from labkit import results
+from labkit.errors import LabError, WorkerError
+from labkit.model_parallel import analysis
+from labkit.model_parallel import parts as mp_parts
+from labkit.model_parallel.stage import BWD, FWD, OPT, STEP
+from labkit.model_parallel.tasks import explain
+from labkit.train import models
 
 LINEAR_SPLITS = {"lenet5": [7, 9], "mlp": [1, 3, 5, 7, 9]}
 
@@ -34,7 +38,7 @@ def test_horizontal_split_gives_the_unsplit_layers_outputs_and_input_gradient(n_
     torch.manual_seed(seed)
     layer = torch.nn.Linear(n_in, n_out)
     x = torch.randn(batch, n_in, requires_grad=True)
-    pieces = pipeline.split_linear(layer, parts)
+    pieces = mp_parts.split_linear(layer, parts)
     assert [p.out_features for p in pieces] == [len(r) for r in torch.arange(n_out).tensor_split(parts)]
     joined = torch.cat([p(x) for p in pieces], dim=-1)
     whole = layer(x)
@@ -47,9 +51,9 @@ def test_horizontal_split_gives_the_unsplit_layers_outputs_and_input_gradient(n_
 
 def test_horizontal_split_refuses_what_it_cannot_divide():
     with pytest.raises(LabError, match="divides a Linear layer, got Conv2d"):
-        pipeline.split_linear(torch.nn.Conv2d(1, 2, 3))
+        mp_parts.split_linear(torch.nn.Conv2d(1, 2, 3))
     with pytest.raises(LabError, match="cannot divide 3 output neurons into 4 parts"):
-        pipeline.split_linear(torch.nn.Linear(2, 3), 4)
+        mp_parts.split_linear(torch.nn.Linear(2, 3), 4)
 
 
 @pytest.mark.parametrize("name", ["lenet5", "mlp", "lenet5_bn"])
@@ -57,10 +61,10 @@ def test_vertical_parts_compose_to_the_model_and_merge_back_to_its_state(name):
     model = models.build(name, seed=1).eval()
     x = torch.randn(3, 1, 28, 28)
     for at in range(1, len(model)):
-        first = pipeline.build_part(name, 1, at, False, "stage1").eval()
-        second = pipeline.build_part(name, 1, at, False, "stage2").eval()
+        first = mp_parts.build_part(name, 1, at, False, "stage1").eval()
+        second = mp_parts.build_part(name, 1, at, False, "stage2").eval()
         assert torch.equal(second(first(x)), model(x))
-        merged = pipeline.merge_parts(name, at, False, {"stage1": first.state_dict(), "stage2": second.state_dict()})
+        merged = mp_parts.merge_parts(name, at, False, {"stage1": first.state_dict(), "stage2": second.state_dict()})
         assert merged.keys() == model.state_dict().keys()
         assert all(torch.equal(merged[k], v) for k, v in model.state_dict().items())
 
@@ -70,11 +74,11 @@ def test_horizontal_parts_compose_to_the_model_and_merge_back_to_its_state(name)
     model = models.build(name, seed=2)
     x = torch.randn(4, 1, 28, 28)
     for at in LINEAR_SPLITS[name]:
-        parts = {p: pipeline.build_part(name, 2, at, True, p) for p in ("head", "half1", "half2", "tail")}
+        parts = {p: mp_parts.build_part(name, 2, at, True, p) for p in ("head", "half1", "half2", "tail")}
         h = parts["head"](x)
         out = parts["tail"](torch.cat([parts["half1"](h), parts["half2"](h)], dim=-1))
         assert torch.allclose(out, model(x), atol=1e-6)
-        merged = pipeline.merge_parts(name, at, True, {p: m.state_dict() for p, m in parts.items()})
+        merged = mp_parts.merge_parts(name, at, True, {p: m.state_dict() for p, m in parts.items()})
         assert all(torch.equal(merged[k], v) for k, v in model.state_dict().items())
 
 
@@ -94,11 +98,11 @@ def test_horizontal_parts_compose_to_the_model_and_merge_back_to_its_state(name)
 ])
 def test_bad_configuration_is_a_clear_error(fields, message):
     with pytest.raises(LabError, match=message):
-        modelparallel.MPConfig(**fields)
+        mp.MPConfig(**fields)
 
 
 def test_default_config_is_the_reference_workload():
-    cfg = modelparallel.MPConfig()
+    cfg = mp.MPConfig()
     assert (cfg.model, cfg.batch_size, cfg.epochs, cfg.lr, cfg.momentum, cfg.seed) == ("lenet5", 32, 2, 0.01, 0.9, 0)
     assert (cfg.split, cfg.micro_batches, cfg.horizontal, cfg.nodes) == (None, 1, False, 3)
     assert cfg.at == models.build("lenet5").split
@@ -138,9 +142,9 @@ def test_summary_of_a_known_two_micro_batch_step():
                 ("master", 0, BWD, 5, 9.5, 0, 0), ("master", 0, OPT, 9.5, 10, 0, 0),
                 ("worker2", 1, BWD, 5.5, 6.5, 0, 0), ("worker2", 0, BWD, 6.5, 7.5, 0, 0),
                 ("worker1", 1, BWD, 7, 8, 0, 0), ("worker1", 0, BWD, 8, 9, 0, 0)]
-    frame = mpanalysis.events_frame(fake_events(schedule, [(0, 0, 10)]))
+    frame = analysis.events_frame(fake_events(schedule, [(0, 0, 10)]))
     assert set(frame.step) == {0} and sorted(frame[frame.worker == "worker1"].micro) == [0, 0, 1, 1]
-    s = mpanalysis.summarize(frame, wall=10)
+    s = analysis.summarize(frame, wall=10)
     assert s["worker1_compute_s"] == 4 and s["worker2_compute_s"] == 4
     assert s["worker1_idle_frac"] == pytest.approx(0.6)
     # w1: fwd 0 waits 1 (step start 0 -> 1), fwd 1 0, bwd 1 waits 0.5 (ready 6.5 -> 7), bwd 0 0 (busy until 8)
@@ -158,7 +162,7 @@ def test_summary_of_a_known_two_micro_batch_step():
 @given(st.lists(st.tuples(st.floats(0, 100), st.floats(0, 10)), min_size=1, max_size=30))
 def test_union_length_is_bounded_by_the_sum_and_the_hull(pairs):
     intervals = np.array([[a, a + d] for a, d in pairs])
-    union = mpanalysis._union_length(intervals)
+    union = analysis.union_length(intervals)
     assert union <= (intervals[:, 1] - intervals[:, 0]).sum() + 1e-9
     assert union <= intervals[:, 1].max() - intervals[:, 0].min() + 1e-9
     assert union >= (intervals[:, 1] - intervals[:, 0]).max() - 1e-9
@@ -167,25 +171,25 @@ def test_union_length_is_bounded_by_the_sum_and_the_hull(pairs):
 @settings(max_examples=100, deadline=None)
 @given(st.floats(1e-3, 1e3), st.floats(1e-3, 1e3), st.integers(1, 64))
 def test_pipeline_bound_properties(t1, t2, m):
-    bound = mpanalysis.pipeline_bound(t1, t2, m)
+    bound = analysis.pipeline_bound(t1, t2, m)
     assert 1 - 1e-9 <= bound <= (t1 + t2) / max(t1, t2) + 1e-9
-    assert bound <= mpanalysis.pipeline_bound(t1, t2, m + 1) + 1e-9
-    assert mpanalysis.pipeline_bound(t1, t1, m) == pytest.approx(2 * m / (m + 1))
+    assert bound <= analysis.pipeline_bound(t1, t2, m + 1) + 1e-9
+    assert analysis.pipeline_bound(t1, t1, m) == pytest.approx(2 * m / (m + 1))
 
 
 def test_data_parallel_bytes_for_two_nodes_is_the_parameter_bytes_per_node():
-    dp = mpanalysis.data_parallel_bytes("lenet5", nodes=2)
+    dp = analysis.data_parallel_bytes("lenet5", nodes=2)
     assert dp["parameter_bytes"] == 4 * 51902
     assert dp["dp_bytes_per_node_step"] == 4 * 51902 and dp["dp_bytes_per_step"] == 2 * 4 * 51902
-    assert mpanalysis.data_parallel_bytes("lenet5", nodes=4)["dp_bytes_per_node_step"] == 1.5 * 4 * 51902
+    assert analysis.data_parallel_bytes("lenet5", nodes=4)["dp_bytes_per_node_step"] == 1.5 * 4 * 51902
 
 
 def test_layer_profile_and_best_split():
-    profile = mpanalysis.profile_layers("lenet5", batch_size=8, repeats=3)
+    profile = analysis.profile_layers("lenet5", batch_size=8, repeats=3)
     assert list(profile.layer) == list(range(10)) and profile.share.sum() == pytest.approx(1)
-    assert 1 <= mpanalysis.best_split(profile) <= 9
+    assert 1 <= analysis.best_split(profile) <= 9
     made_up = pd.DataFrame({"share": [0.1, 0.2, 0.3, 0.1, 0.3]})
-    assert mpanalysis.best_split(made_up) == 3          # 0.6 | 0.4 beats 0.3 | 0.7 and 0.7 | 0.3
+    assert analysis.best_split(made_up) == 3          # 0.6 | 0.4 beats 0.3 | 0.7 and 0.7 | 0.3
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -195,7 +199,7 @@ def test_layer_profile_and_best_split():
     ("eof", "RuntimeError: eof"),
 ])
 def test_stage_errors_are_reduced_to_the_line_naming_the_stage(text, expected):
-    assert modelparallel._explain(RuntimeError(text)) == expected
+    assert explain(RuntimeError(text)) == expected
 
 
 # ---------------------------------------------------------------- over RPC, three processes
@@ -211,8 +215,8 @@ def compare(a, b, atol=1e-6):
 
 @pytest.mark.slow
 def test_rpc_split_model_gives_the_local_models_loss_gradients_and_update():
-    cfg = modelparallel.MPConfig()
-    compare(modelparallel.check_step(cfg, steps=2), modelparallel.local_step(cfg, steps=2))
+    cfg = mp.MPConfig()
+    compare(mp.check_step(cfg, steps=2), mp.local_step(cfg, steps=2))
     assert_no_children_left()
 
 
@@ -220,13 +224,13 @@ def test_rpc_split_model_gives_the_local_models_loss_gradients_and_update():
 @pytest.mark.parametrize("fields", [{"micro_batches": 2}, {"micro_batches": 4, "split": 3}, {"micro_batches": 8},
                                     {"horizontal": True}, {"horizontal": True, "split": 9, "micro_batches": 4}])
 def test_pipelined_and_horizontal_steps_give_the_same_update_as_the_whole_model(fields):
-    cfg = modelparallel.MPConfig(**fields)
-    compare(modelparallel.check_step(cfg, steps=2), modelparallel.local_step(cfg, steps=2))
+    cfg = mp.MPConfig(**fields)
+    compare(mp.check_step(cfg, steps=2), mp.local_step(cfg, steps=2))
 
 
 @pytest.mark.slow
 def test_reference_workload_reaches_98_percent_and_records_everything():
-    run = modelparallel.train_mp(modelparallel.MPConfig(), progress=False, log=lambda *_: None)
+    run = mp.run(mp.MPConfig(), progress=False, log=lambda *_: None)
     assert [r["epoch"] for r in run.rows] == [1, 2]
     assert run.rows[-1]["test_acc"] >= 98.0
     table = results.load("mp")
@@ -243,9 +247,9 @@ def test_reference_workload_reaches_98_percent_and_records_everything():
 
 @pytest.mark.slow
 def test_rerunning_works_and_pipelined_events_show_both_stages_busy_at_once():
-    cfg = modelparallel.MPConfig(model="mlp", batch_size=64, micro_batches=4, epochs=1, train_subset=64 * 8)
-    first = modelparallel.train_mp(cfg, progress=False, save=False, log=lambda *_: None)
-    second = modelparallel.train_mp(cfg, progress=False, save=False, log=lambda *_: None)
+    cfg = mp.MPConfig(model="mlp", batch_size=64, micro_batches=4, epochs=1, train_subset=64 * 8)
+    first = mp.run(cfg, progress=False, save=False, log=lambda *_: None)
+    second = mp.run(cfg, progress=False, save=False, log=lambda *_: None)
     assert len(first.rows) == len(second.rows) == 1
     # the same run again; with m micro-batches a stage adds their gradients in the order their backward
     # passes finish, which varies, so float rounding differs (~1e-7 per step, ~1e-4 after 8 steps)
@@ -258,8 +262,8 @@ def test_rerunning_works_and_pipelined_events_show_both_stages_busy_at_once():
 
 @pytest.mark.slow
 def test_a_last_batch_shorter_than_the_micro_batch_count_is_cut_into_fewer_pieces():
-    cfg = modelparallel.MPConfig(epochs=1, train_subset=35, micro_batches=4)   # batches of 32 and 3
-    run = modelparallel.train_mp(cfg, progress=False, save=False, log=lambda *_: None)
+    cfg = mp.MPConfig(epochs=1, train_subset=35, micro_batches=4)   # batches of 32 and 3
+    run = mp.run(cfg, progress=False, save=False, log=lambda *_: None)
     fwd = run.events[(run.events.worker == "worker1") & (run.events.phase_name == "fwd")]
     assert fwd.groupby("step").size().tolist() == [4, 3]
     assert fwd.in_bytes.sum() == 35 * 28 * 28 * 4 and math.isfinite(run.rows[0]["train_loss"])
@@ -268,9 +272,9 @@ def test_a_last_batch_shorter_than_the_micro_batch_count_is_cut_into_fewer_piece
 @pytest.mark.slow
 @pytest.mark.parametrize("stage,mode", [(2, "raise"), (1, "crash")])
 def test_a_failing_stage_stops_all_three_processes_and_is_named(stage, mode):
-    cfg = modelparallel.MPConfig(fail_stage=stage, fail_mode=mode, epochs=1, train_subset=320)
+    cfg = mp.MPConfig(fail_stage=stage, fail_mode=mode, epochs=1, train_subset=320)
     with pytest.raises(WorkerError) as info:
-        modelparallel.train_mp(cfg, progress=False, save=False)
+        mp.run(cfg, progress=False, save=False)
     message = str(info.value)
     assert f"stage {stage}" in message and f"worker{stage}" in message
     assert "All 3 workers were stopped" in message
@@ -279,11 +283,11 @@ def test_a_failing_stage_stops_all_three_processes_and_is_named(stage, mode):
 
 @pytest.mark.slow
 def test_time_steps_measures_every_config_in_one_launch():
-    configs = [modelparallel.MPConfig(model="mlp", batch_size=64, micro_batches=m) for m in (1, 4)]
-    table = modelparallel.time_steps(configs, steps=3)
+    configs = [mp.MPConfig(model="mlp", batch_size=64, micro_batches=m) for m in (1, 4)]
+    table = mp.time_steps(configs, steps=3)
     assert list(table.micro_batches) == [1, 4]
     assert (table.step_ms > 0).all() and table.speedup_vs_m1.iloc[0] == 1
-    assert table.bound.iloc[1] == pytest.approx(mpanalysis.pipeline_bound(
+    assert table.bound.iloc[1] == pytest.approx(analysis.pipeline_bound(
         table.worker1_compute_ms.iloc[0], table.worker2_compute_ms.iloc[0], 4))
     assert table.bytes_per_step.iloc[0] == table.bytes_per_step.iloc[1]   # micro-batching moves the same data
     assert math.isclose(table.bytes_per_step.iloc[0], 64 * 4 * (784 + 2 * 784 + 2 * 10))
@@ -291,4 +295,4 @@ def test_time_steps_measures_every_config_in_one_launch():
 
 def test_best_pipelining_picks_the_fastest_micro_batch_count():
     medians = pd.DataFrame({"micro_batches": [1, 2, 4, 8], "speedup_vs_m1": [1.0, 1.3, 1.45, 1.2]})
-    assert mpanalysis.best_pipelining(medians) == (1.45, 4)
+    assert analysis.best_pipelining(medians) == (1.45, 4)

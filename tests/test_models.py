@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from labkit import models
+from labkit.train import models
 from labkit.errors import LabError
 
 

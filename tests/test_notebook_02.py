@@ -5,7 +5,7 @@ import re
 import nbformat
 
 from conftest import ROOT
-from labkit import partition
+from labkit.data import partition
 from nbutil import count_images, execute, outputs_text
 
 NAME = "02_data_partitioning.ipynb"

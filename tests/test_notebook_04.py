@@ -3,7 +3,7 @@ import re
 
 import psutil
 
-from labkit import keynumbers
+from labkit.notebook import keynumbers
 from nbutil import count_images, execute, outputs_text, read_lab_notebook
 
 NAME = "04_partitioning_impact.ipynb"

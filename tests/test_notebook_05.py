@@ -5,7 +5,7 @@ import psutil
 import pytest
 
 from conftest import ROOT
-from labkit import keynumbers
+from labkit.notebook import keynumbers
 from nbutil import count_images, execute, outputs_text, read_lab_notebook
 
 NAME = "05_model_parallel_rpc.ipynb"

@@ -7,7 +7,8 @@ import nbformat
 import pytest
 
 from conftest import ROOT, run_cli
-from labkit import grade, keynumbers, report
+from labkit.course import grade, report
+from labkit.notebook import keynumbers
 
 
 @pytest.mark.parametrize("notebook", report.discover(), ids=lambda p: p.stem)

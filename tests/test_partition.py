@@ -9,8 +9,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
-from labkit import data, plots, widgets  # noqa: E402
-from labkit import partition as P  # noqa: E402
+from labkit.data import datasets  # noqa: E402
+from labkit.data import measures as M  # noqa: E402
+from labkit.data import partition as P  # noqa: E402
+from labkit.notebook import plots, widgets  # noqa: E402
 from labkit.errors import LabError  # noqa: E402
 
 FAST = settings(max_examples=60, deadline=None)
@@ -101,7 +103,7 @@ def test_dirichlet_respects_its_minimum_size(case, alpha, min_size):
 
 def test_dirichlet_skew_grows_as_alpha_shrinks():
     labels = mnist_labels()
-    skew = [P.label_skew(labels, P.partition(labels, 10, "dirichlet", alpha=a, seed=1)) for a in (100, 1, 0.1)]
+    skew = [M.label_skew(labels, P.partition(labels, 10, "dirichlet", alpha=a, seed=1)) for a in (100, 1, 0.1)]
     assert skew[0] < skew[1] < skew[2]
 
 
@@ -131,7 +133,7 @@ def test_balanced_strategies_have_sizes_within_one(case):
 @given(cases())
 def test_stratified_gives_every_node_the_global_mix_within_one_sample(case):
     labels, nodes, seed = case
-    counts = P.report(labels, P.partition(labels, nodes, "stratified", seed=seed)).counts.to_numpy()
+    counts = M.measure(labels, P.partition(labels, nodes, "stratified", seed=seed)).counts.to_numpy()
     assert (counts.max(axis=0) - counts.min(axis=0) <= 1).all()
 
 
@@ -166,13 +168,13 @@ def test_sampling_draws_with_replacement_its_share(case, draws):
 
 
 def mnist_labels():
-    return data.load("mnist").labels.numpy()
+    return datasets.load("mnist").labels.numpy()
 
 
 def test_sampling_covers_one_minus_one_over_e_of_mnist():
     labels = mnist_labels()
     for nodes in (1, 2, 10):
-        report = P.report(labels, P.partition(labels, nodes, "sampling", seed=nodes))
+        report = M.measure(labels, P.partition(labels, nodes, "sampling", seed=nodes))
         assert report.summary["samples"] == 60_000
         assert abs(report.summary["coverage"] - (1 - np.exp(-1))) < 0.01
 
@@ -236,7 +238,7 @@ def naive_tv_emd(labels, part):
 @given(any_parts())
 def test_report_measures_match_a_plain_python_count(case):
     labels, parts = case
-    report = P.report(labels, parts)
+    report = M.measure(labels, parts)
     sets = [set(p.tolist()) for p in parts]
     union = set().union(*sets)
     assert report.summary["coverage"] == pytest.approx(len(union) / len(labels))
@@ -258,16 +260,16 @@ def test_report_measures_match_a_plain_python_count(case):
     assert report.summary["overlap"] == pytest.approx(shared / distinct if distinct else 0.0)
     assert report.summary["empty_nodes"] == sum(len(p) == 0 for p in parts)
     if distinct:
-        assert P.label_skew(labels, parts) == pytest.approx(np.nanmean(report.per_node["tv"]))
+        assert M.label_skew(labels, parts) == pytest.approx(np.nanmean(report.per_node["tv"]))
     else:
-        assert np.isnan(P.label_skew(labels, parts))
+        assert np.isnan(M.label_skew(labels, parts))
 
 
 def test_label_skew_of_one_class_nodes_is_one_minus_that_class_share():
     labels = mnist_labels()
     parts = P.partition(labels, 10, "label_k", k=1, seed=0)
     share = np.bincount(labels) / len(labels)
-    for part, tv in zip(parts, P.label_distances(labels, parts)):
+    for part, tv in zip(parts, M.label_distances(labels, parts)):
         assert tv == pytest.approx(1 - share[labels[part[0]]])
 
 
@@ -280,7 +282,7 @@ def test_label_skew_of_one_class_nodes_is_one_minus_that_class_share():
 ])
 def test_report_rejects_parts_that_are_not_index_arrays(parts, message):
     with pytest.raises(LabError, match=message):
-        P.report(mnist_labels(), parts)
+        M.measure(mnist_labels(), parts)
 
 
 def test_report_and_compare_render_every_strategy():
@@ -298,7 +300,7 @@ def test_report_and_compare_render_every_strategy():
 
 def test_partition_plots_draw_the_report():
     labels = mnist_labels()
-    report = P.report(labels, P.partition(labels, 6, "dirichlet", alpha=0.2, seed=3))
+    report = M.measure(labels, P.partition(labels, 6, "dirichlet", alpha=0.2, seed=3))
     heat = plots.label_heatmap(report)
     assert np.array_equal(heat.axes[0].images[0].get_array(), report.counts.to_numpy())
     bars = plots.label_bars(report)

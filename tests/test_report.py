@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from conftest import run_cli
-from labkit import LabError, report, report_summary
+from labkit import LabError
+from labkit.course import report
+from labkit.course import summary as report_summary
 
 META = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
         "language_info": {"name": "python"}}
@@ -31,7 +33,7 @@ def make_lab(folder):
     _write(folder, "01_ok.ipynb", [
         new_markdown_cell("# 01 · Everything works"),
         new_code_cell("quick = False\nrepeats = 3", metadata={"tags": ["parameters"]}),
-        new_code_cell("import os\nfrom labkit import results\nfrom labkit.keynumbers import key_number\n"
+        new_code_cell("import os\nfrom labkit import results\nfrom labkit.notebook.keynumbers import key_number\n"
                       "print('quick is', quick, '| tables in', os.environ['LABKIT_RESULTS'])"),
         new_code_cell("import matplotlib.pyplot as plt\nplt.plot([0, 1], [1, 0]);"),
         new_code_cell("results.append([{'run_id': s, 'strategy': s, 'epoch': e, 'test_acc': 50.0 + 10 * e + 20 * (s == 'iid')}"

@@ -7,15 +7,16 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from labkit import audit, data, samplers, training
-from labkit import partition as P
+from labkit.data import audit, datasets, samplers
+from labkit.data import partition as P
+from labkit.data.batches import epoch_order
 from labkit.errors import LabError
 
 FAST = settings(max_examples=60, deadline=None)
 
 
 def mnist_labels():
-    return data.load("mnist").labels.numpy()
+    return datasets.load("mnist").labels.numpy()
 
 
 def epoch_draws(sampler_list, epoch):
@@ -33,7 +34,7 @@ def test_random_partitioning_is_disjoint_and_drops_only_the_stated_remainder(n, 
     union = np.concatenate(draws)
     assert len(np.unique(union)) == len(union)  # no index twice
     assert {len(d) for d in draws} == {n // nodes}  # equal lengths, no padding
-    order = training.epoch_order(n, seed, epoch).numpy()
+    order = epoch_order(n, seed, epoch).numpy()
     dropped = order[nodes * (n // nodes):]  # the last n % nodes of this epoch's permutation
     assert np.array_equal(np.sort(np.concatenate([union, dropped])), np.arange(n))
 
@@ -61,8 +62,8 @@ def test_one_node_random_partitioning_is_the_single_machine_order():
     sampler = samplers.make("iid", 0, 1, mnist_labels(), seed=3)
     for epoch in (0, 1):
         sampler.set_epoch(epoch)
-        assert torch.equal(sampler.indices(), training.epoch_order(60_000, 3, epoch))
-        assert list(sampler)[:5] == training.epoch_order(60_000, 3, epoch)[:5].tolist()
+        assert torch.equal(sampler.indices(), epoch_order(60_000, 3, epoch))
+        assert list(sampler)[:5] == epoch_order(60_000, 3, epoch)[:5].tolist()
 
 
 @pytest.mark.parametrize("kind", ["iid", "sampling", "contiguous", "stratified", "dirichlet", "label_k"])

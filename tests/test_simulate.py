@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from labkit import dataparallel, simulate
-from labkit.dataparallel import DPConfig
+from labkit import data_parallel
+from labkit.data_parallel import DPConfig, simulate
 
 
 @pytest.mark.parametrize("kw", [
@@ -14,8 +14,8 @@ from labkit.dataparallel import DPConfig
 ])
 def test_simulation_matches_real_processes(kw):
     cfg = DPConfig(**{**dict(nodes=2, batch_size=16, train_subset=480, epochs=2, threads=1, seed=1), **kw})
-    sim_history, sim_state = simulate.simulate(cfg, return_model=True)
-    rows, real_state = dataparallel.run(cfg, progress=False, save=False, log=lambda *_: None, return_model=True)
+    sim_history, sim_state = simulate(cfg, return_model=True)
+    rows, real_state = data_parallel.run(cfg, progress=False, save=False, log=lambda *_: None, return_model=True)
     for key in real_state:
         assert torch.allclose(sim_state[key].float(), real_state[key].float(), atol=1e-5), key
     assert [h["test_acc"] for h in sim_history] == pytest.approx([r["test_acc"] for r in rows], abs=0.02)

@@ -3,13 +3,17 @@ import pytest
 import torch.nn.functional as F
 
 from conftest import run_cli
-from labkit import data, models, results, training
+from labkit import results
+from labkit.data import datasets
+from labkit.data.batches import epoch_order
+from labkit.train import models, single
+from labkit.train.loop import evaluate
 from labkit.errors import LabError
 
 
 def test_short_run_learns_and_records_rows(tmp_path):
-    cfg = training.SingleConfig(epochs=2, train_subset=3000, threads=1, seed=0)
-    rows = training.train_single(cfg, progress=False, log=lambda *_: None)
+    cfg = single.SingleConfig(epochs=2, train_subset=3000, threads=1, seed=0)
+    rows = single.run(cfg, progress=False, log=lambda *_: None)
     assert [r["epoch"] for r in rows] == [1, 2]
     assert rows[1]["train_loss"] < rows[0]["train_loss"]
     assert rows[1]["test_acc"] > 80
@@ -20,30 +24,30 @@ def test_short_run_learns_and_records_rows(tmp_path):
 
 
 def test_same_seed_same_numbers_single_thread():
-    cfg = training.SingleConfig(epochs=1, train_subset=640, threads=1, seed=5)
-    a = training.train_single(cfg, progress=False, save=False, log=lambda *_: None)
-    b = training.train_single(cfg, progress=False, save=False, log=lambda *_: None)
+    cfg = single.SingleConfig(epochs=1, train_subset=640, threads=1, seed=5)
+    a = single.run(cfg, progress=False, save=False, log=lambda *_: None)
+    b = single.run(cfg, progress=False, save=False, log=lambda *_: None)
     assert a[0]["train_loss"] == b[0]["train_loss"] and a[0]["test_acc"] == b[0]["test_acc"]
 
 
 def test_evaluating_a_test_subset_is_evaluating_its_first_images():
-    model, test = models.build("lenet5", seed=1), data.load("mnist", train=False)
+    model, test = models.build("lenet5", seed=1), datasets.load("mnist", train=False)
     for limit in (1, 499, 500, 1234):
         out = model.eval()(test.normalized[:limit])
-        loss, acc = training.evaluate(model, test, limit=limit)
+        loss, acc = evaluate(model, test, limit=limit)
         assert loss == pytest.approx(F.cross_entropy(out, test.labels[:limit]).item(), rel=1e-5)
         assert acc == pytest.approx(100.0 * (out.argmax(1) == test.labels[:limit]).float().mean().item())
-    assert training.evaluate(model, test, limit=10**6) == training.evaluate(model, test)
-    cfg = training.SingleConfig(epochs=1, train_subset=320, test_subset=700, threads=1)
-    row = training.train_single(cfg, progress=False, save=False, log=lambda *_: None)[0]
+    assert evaluate(model, test, limit=10**6) == evaluate(model, test)
+    cfg = single.SingleConfig(epochs=1, train_subset=320, test_subset=700, threads=1)
+    row = single.run(cfg, progress=False, save=False, log=lambda *_: None)[0]
     assert row["test_acc"] * 7 == pytest.approx(round(row["test_acc"] * 7))  # correct images out of 700
 
 
 def test_epoch_order_is_a_permutation_that_changes_per_epoch():
-    a, b = training.epoch_order(1000, 0, 0), training.epoch_order(1000, 0, 1)
+    a, b = epoch_order(1000, 0, 0), epoch_order(1000, 0, 1)
     assert sorted(a.tolist()) == list(range(1000))
     assert not (a == b).all()
-    assert (training.epoch_order(1000, 0, 0) == a).all()
+    assert (epoch_order(1000, 0, 0) == a).all()
 
 
 @pytest.mark.parametrize("field,value,message", [
@@ -56,7 +60,7 @@ def test_epoch_order_is_a_permutation_that_changes_per_epoch():
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(LabError, match=message):
-        training.SingleConfig(**{field: value})
+        single.SingleConfig(**{field: value})
 
 
 @pytest.mark.parametrize("args,message", [

@@ -1,0 +1,264 @@
+"""`labkit report`: execute every notebook headless, in order, and collect what it produced into results/.
+
+For each ``notebooks/NN_*.ipynb`` (name order) papermill runs the notebook with a fresh kernel (cwd
+notebooks/, this checkout's labkit first on PYTHONPATH, result tables into ``<out>/tables``), then
+the report writes the executed notebook to ``<out>/notebooks/``, an HTML export to ``<out>/html/``
+and its PNG figures to ``<out>/figures/<notebook>/``. A failing notebook is recorded with its
+failing cell and the next one runs. ``<out>/run.json`` and ``<out>/README.md`` summarise the run.
+"""
+from __future__ import annotations
+
+import ast
+import base64
+import contextlib
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from .. import environment, paths
+from ..errors import LabError
+from ..notebook import keynumbers
+from ..paths import NOTEBOOKS, REPO_ROOT
+from . import summary
+PATTERN = re.compile(r"^\d\d_.*\.ipynb$")
+TOOL_TAGS = {"injected-parameters", "papermill-error-cell-tag"}  # cells papermill adds to an executed notebook
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """What to run: every notebook (or ``only`` some), at their defaults or with ``quick=True``."""
+
+    quick: bool = False
+    only: tuple[str, ...] = ()
+    out: str = ""          # default: $LABKIT_RESULTS, else results/
+    notebooks: str = str(NOTEBOOKS)
+    timeout: int = 3600    # seconds one cell may run before the notebook counts as failed
+
+    def __post_init__(self):
+        object.__setattr__(self, "only", tuple(str(n) for n in self.only))
+        object.__setattr__(self, "out", str(self.out or paths.results_dir()))
+        if isinstance(self.timeout, bool) or not isinstance(self.timeout, int) or self.timeout < 1:
+            raise LabError(f"timeout must be a whole number of seconds >= 1, got {self.timeout!r}.")
+        if not Path(self.notebooks).is_dir():
+            raise LabError(f"notebook folder {self.notebooks} does not exist; pass --notebooks DIR.")
+
+
+@dataclass
+class NotebookRun:
+    """How one notebook went: ``failed_cell`` is 1-based among the notebook's own cells."""
+
+    name: str
+    ok: bool
+    seconds: float
+    cells: int
+    quick: bool
+    failed_cell: int | None = None
+    error: str = ""
+    figures: int = 0
+    date: str = field(default_factory=lambda: environment.describe()["timestamp"])
+
+    def line(self) -> str:
+        if self.ok:
+            return f"ran OK in {self.seconds:.0f} s"
+        where = f"at cell {self.failed_cell} of {self.cells}" if self.failed_cell else "before its first cell"
+        return f"failed {where} after {self.seconds:.0f} s: {self.error}"
+
+
+def discover(folder=NOTEBOOKS) -> list[Path]:
+    """The lab's notebooks, ``NN_name.ipynb``, in name order."""
+    return sorted(p for p in Path(folder).iterdir() if PATTERN.match(p.name))
+
+
+def select(notebooks: list[Path], only) -> list[Path]:
+    """Keep the notebooks named in ``only`` (``02``, ``02_data_partitioning`` or the file name)."""
+    if not only:
+        return notebooks
+    chosen = []
+    for name in only:
+        hits = [p for p in notebooks if name in (p.name, p.stem, p.name[:2])]
+        if not hits:
+            known = ", ".join(p.stem for p in notebooks) or "none"
+            raise LabError(f"no notebook called {name!r}; choose from: {known}.")
+        chosen += [p for p in hits if p not in chosen]
+    return [p for p in notebooks if p in chosen]
+
+
+def lab_cells(nb) -> list:
+    """The notebook's own cells, without the ones papermill inserts when it executes it."""
+    return [c for c in nb.cells if not TOOL_TAGS & set(c.get("metadata", {}).get("tags", []))]
+
+
+def parameter_names(nb) -> set[str]:
+    """Names assigned in the cell tagged ``parameters`` (empty if there is none)."""
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            try:
+                tree = ast.parse(cell.source)
+            except SyntaxError:
+                return set()
+            return {t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                    for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                    if isinstance(t, ast.Name)}
+    return set()
+
+
+@contextlib.contextmanager
+def _kernel_environment(tables: Path):
+    """Kernels import this checkout's labkit and append their result tables under ``tables``."""
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "LABKIT_RESULTS")}
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), saved["PYTHONPATH"]]))
+    os.environ["LABKIT_RESULTS"] = str(tables)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def failure(nb) -> tuple[int | None, str]:
+    """Where an executed notebook stopped (1-based cell) and the error's last line."""
+    cells = lab_cells(nb)
+    for k, cell in enumerate(cells, 1):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                return k, f"{out.get('ename', 'Error')}: {_last_line(out.get('evalue', ''))}".rstrip(": ")
+    for k, cell in enumerate(cells, 1):
+        if cell.get("metadata", {}).get("papermill", {}).get("status") in ("running", "failed"):
+            return k, ""
+    return None, ""
+
+
+def execute(path: Path, target: Path, cfg: ReportConfig, quick: bool = False, position: str = "") -> NotebookRun:
+    """Run one notebook into ``target`` (with ``quick=True`` if asked); never raises for a failure inside it."""
+    import papermill
+
+    source = nbformat.read(path, as_version=4)
+    start = time.monotonic()
+    problem = None
+    try:
+        papermill.execute_notebook(str(path), str(target), parameters={"quick": True} if quick else {},
+                                   kernel_name="python3", language="python", cwd=str(cfg.notebooks),
+                                   progress_bar={"desc": f"{position}{path.stem}", "leave": True},
+                                   execution_timeout=cfg.timeout, log_output=False,
+                                   extra_arguments=["--IPKernelApp.log_level=CRITICAL"])  # no kernel log noise
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a notebook's failure is reported, not raised
+        problem = exc
+    seconds = time.monotonic() - start
+    executed = nbformat.read(target, as_version=4) if target.exists() else source
+    run = NotebookRun(path.name, problem is None, seconds, len(lab_cells(source)), quick)
+    if problem is not None:
+        run.failed_cell, run.error = failure(executed)
+        if isinstance(problem, TimeoutError):  # nbclient interrupted the cell: say why, not "KeyboardInterrupt"
+            run.error = f"timed out: the cell ran longer than {cfg.timeout} s (--timeout)"
+        run.error = run.error or f"{type(problem).__name__}: {_last_line(problem)}".rstrip(": ")
+    return run
+
+
+def save_figures(nb, folder: Path) -> list[Path]:
+    """Every PNG output as ``cellKK_N.png`` (KK = the cell's 1-based position in the notebook)."""
+    saved = []
+    for k, cell in enumerate(lab_cells(nb), 1):
+        pngs = [out["data"]["image/png"] for out in cell.get("outputs", []) if "image/png" in out.get("data", {})]
+        for n, png in enumerate(pngs, 1):
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"cell{k:02d}_{n}.png"
+            path.write_bytes(base64.b64decode(png if isinstance(png, str) else "".join(png)))
+            saved.append(path)
+    return saved
+
+
+def export_html(nb, path: Path) -> None:
+    from nbconvert import HTMLExporter
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(body, encoding="utf-8")
+
+
+def _clear(out: Path, stems: list[str], everything: bool) -> None:
+    """Remove what an earlier report made for these notebooks (all of it, tables too, for a full run)."""
+    globs = ["notebooks/*.ipynb", "html/*.html", "tables/*.csv"] if everything else \
+        [f"notebooks/{s}.ipynb" for s in stems] + [f"html/{s}.html" for s in stems]
+    for pattern in globs:
+        for path in out.glob(pattern):
+            path.unlink()
+    for stem in ([p.name for p in out.glob("figures/*")] if everything else stems):
+        shutil.rmtree(out / "figures" / stem, ignore_errors=True)
+
+
+def _save_run_json(out: Path, runs: list[NotebookRun], everything: bool) -> dict:
+    """Record this run; a partial run (``--only``) keeps the other notebooks' earlier entries."""
+    path = out / "run.json"
+    earlier = {}
+    if not everything and path.exists():
+        with contextlib.suppress(ValueError, OSError):
+            earlier = json.loads(path.read_text()).get("notebooks", {})
+    record = {"environment": environment.describe(), "quick": any(r.quick for r in runs),
+              "notebooks": dict(sorted({**earlier, **{r.name: asdict(r) for r in runs}}.items()))}
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def key_number_rows(out: Path) -> list[dict]:
+    """Every key number of every executed notebook in ``out/notebooks``."""
+    rows = []
+    for path in sorted((out / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        rows += [{"notebook": path.stem, **asdict(key)} for key in keynumbers.read(nb).values()]
+    return rows
+
+
+def _write_key_numbers(out: Path) -> None:
+    """``tables/key_numbers.csv``, rebuilt from every executed notebook (so partial runs stay consistent)."""
+    import pandas as pd
+    path = out / "tables" / "key_numbers.csv"
+    rows = key_number_rows(out)
+    if rows:
+        pd.DataFrame(rows).to_csv(path, index=False)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def run(cfg: ReportConfig, log=print) -> list[NotebookRun]:
+    """Execute the selected notebooks in order, collect their outputs, and write the summary."""
+    chosen = select(discover(cfg.notebooks), cfg.only)
+    if not chosen:
+        raise LabError(f"no notebooks (NN_name.ipynb) in {cfg.notebooks}.")
+    out = Path(cfg.out).resolve()
+    everything = not cfg.only
+    _clear(out, [p.stem for p in chosen], everything)
+    for sub in ("notebooks", "html", "figures", "tables"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    runs = []
+    with _kernel_environment(out / "tables"):
+        for i, path in enumerate(chosen, 1):
+            target = out / "notebooks" / path.name
+            quick = cfg.quick and "quick" in parameter_names(nbformat.read(path, as_version=4))
+            note = " (no quick parameter: its defaults)" if cfg.quick and not quick else ""
+            log(f"[{i}/{len(chosen)}] {path.name}{note}")
+            result = execute(path, target, cfg, quick, position=f"[{i}/{len(chosen)}] ")
+            if target.exists():
+                executed = nbformat.read(target, as_version=4)
+                result.figures = len(save_figures(executed, out / "figures" / path.stem))
+                export_html(executed, out / "html" / f"{path.stem}.html")
+            log(f"    {path.name}: {result.line()}")
+            runs.append(result)
+    _write_key_numbers(out)
+    record = _save_run_json(out, runs, everything)
+    summary.write(out, record)
+    return runs

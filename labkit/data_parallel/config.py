@@ -1,0 +1,94 @@
+"""``DPConfig``: N workers train one model data-parallel (reference: 2 nodes, lenet5, batch 32 per
+node), and what a config implies before any process starts: each node's sampler and whether every
+node gets data at all."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..data import datasets, samplers
+from ..errors import LabError
+from ..train.config import TrainConfig
+from .sync import SYNCHRONIZERS
+
+
+def parse_straggler(text: str) -> dict:
+    """``"1:50"`` or ``"1:50,3:10"`` -> {rank: delay_ms}; ``""`` -> no straggler."""
+    try:
+        return {int(r): float(ms) for r, ms in (item.split(":") for item in text.split(",") if item.strip())}
+    except ValueError:
+        raise LabError(f"straggler {text!r} is not RANK:DELAY_MS[,RANK:DELAY_MS...], e.g. 1:50.") from None
+
+
+def parse_local_steps(text: str):
+    """``"epoch"`` or a whole number of local steps between averages."""
+    return "epoch" if str(text).strip().lower() == "epoch" else int(text)
+
+
+@dataclass(frozen=True)
+class DPConfig(TrainConfig):
+    """N workers train one model data-parallel (reference: 2 nodes, lenet5, batch 32 per node)."""
+
+    batch_size: int = field(default=32, metadata={"help": "per node"})
+    nodes: int = 2
+    sync: str = field(default="allreduce", metadata={"help": " | ".join(SYNCHRONIZERS)})
+    partition: str = field(default="iid", metadata={"help": "a labkit.data.partition strategy"})
+    alpha: float = field(default=0.5, metadata={"help": "Dirichlet concentration (partition=dirichlet)"})
+    beta: float = field(default=0.5, metadata={"help": "Dirichlet concentration of node sizes (quantity)"})
+    k: int = field(default=2, metadata={"help": "classes per node (label_k) or shards per node (shards)"})
+    local_steps: int | str = field(default=50, metadata={"parse": parse_local_steps,
+                                                          "help": "H for sync=local: an int or 'epoch'"})
+    straggler: dict = field(default_factory=dict, metadata={"parse": parse_straggler,
+                                                            "help": "RANK:DELAY_MS added to every step"})
+    timeout: float = field(default=900.0, metadata={"help": "seconds before the launch is stopped"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.sync not in SYNCHRONIZERS:
+            raise LabError(f"unknown sync mode {self.sync!r}; choose one of: {', '.join(SYNCHRONIZERS)}.")
+        if self.nodes < 1:
+            raise LabError(f"nodes must be at least 1, got {self.nodes}.")
+        if self.local_steps != "epoch" and (not isinstance(self.local_steps, int) or self.local_steps < 1):
+            raise LabError(f"local_steps (H) must be an integer >= 1 or 'epoch', got {self.local_steps!r}.")
+        bad = [r for r in self.straggler if not 0 <= r < self.nodes]
+        if bad:
+            raise LabError(f"straggler rank {bad[0]} does not exist with {self.nodes} nodes "
+                           f"(ranks are 0..{self.nodes - 1}).")
+        if any(ms < 0 for ms in self.straggler.values()):
+            raise LabError("straggler delays must be >= 0 ms.")
+
+    def partition_params(self) -> dict:
+        """The parameters the chosen partition strategy takes, from this config's fields."""
+        return {"dirichlet": {"alpha": self.alpha}, "quantity": {"beta": self.beta},
+                "label_k": {"k": self.k}, "shards": {"k": self.k}}.get(self.partition, {})
+
+    @property
+    def average_every(self) -> int | None:
+        """Local SGD: steps between model averages (None: once per epoch)."""
+        return None if self.local_steps == "epoch" else int(self.local_steps)
+
+
+def train_labels(cfg: DPConfig) -> torch.Tensor:
+    """The labels of the training samples this config uses (its first ``train_subset``, or all)."""
+    labels = datasets.load(cfg.dataset).labels
+    return labels[: cfg.train_subset] if cfg.train_subset else labels
+
+
+def make_sampler(cfg: DPConfig, rank: int, labels: torch.Tensor):
+    """The sampler of ``rank``, as that rank builds it."""
+    return samplers.make(cfg.partition, rank, cfg.nodes, labels.numpy(), seed=cfg.seed, **cfg.partition_params())
+
+
+def make_all_samplers(cfg: DPConfig, labels: torch.Tensor):
+    """Every rank's sampler (for the simulation, audits and feasibility checks)."""
+    return samplers.make_all(cfg.partition, cfg.nodes, labels.numpy(), seed=cfg.seed, **cfg.partition_params())
+
+
+def check_feasible(cfg: DPConfig) -> None:
+    """Fail in the parent, before any process starts, if some node would get no data."""
+    labels = train_labels(cfg)
+    for rank, sampler in enumerate(make_all_samplers(cfg, labels)):
+        if len(sampler) == 0:
+            raise LabError(f"partition {cfg.partition!r} gives node {rank} no samples with {cfg.nodes} nodes "
+                           f"and {len(labels)} training samples; use fewer nodes or another partition.")

@@ -1,0 +1,138 @@
+"""A stage worker's side of model parallelism: ``Stage``, one part of the model living on a worker
+(created there with ``rpc.remote``), and the helpers that call a method of the object an RRef points to.
+
+Stages compute one micro-batch at a time, forward or backward, and record when, so the master can
+draw a timeline. Event phases: ``FWD``/``BWD`` on a stage; on the master ``BWD``/``OPT``/``STEP``
+are whole calls it waits on.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import warnings
+
+import torch
+import torch.distributed.autograd as dist_autograd
+from torch import nn
+from torch.distributed import rpc
+
+from .parts import build_part
+
+FWD, BWD, OPT, STEP = 0, 1, 2, 3
+PHASES = {FWD: "fwd", BWD: "bwd", OPT: "opt", STEP: "step"}
+TURN_TIMEOUT = 300.0               # seconds a backward micro-batch may wait for its turn on a stage
+
+
+def _quiet_optimizer_warning() -> None:
+    """DistributedOptimizer makes torch print a DeprecationWarning about TorchScript on every stage
+    worker, forced to "always" so filters cannot stop it; drop that one message, show all others."""
+    show = warnings.showwarning
+    if getattr(show, "labkit_quiet", False):
+        return
+
+    def filtered(message, category, *args, **kwargs):
+        if "support for functional optimizers is deprecated" not in str(message):
+            show(message, category, *args, **kwargs)
+    filtered.labkit_quiet = True
+    warnings.showwarning = filtered
+
+
+class Stage(nn.Module):
+    """One part of the model on a stage worker. It computes one micro-batch at a time, forward or
+    backward (as the PyTorch RPC pipeline example does with a lock), and records when."""
+
+    def __init__(self, name: str, model_name: str, seed: int, at: int, horizontal: bool, part: str,
+                 fail: str = ""):
+        super().__init__()
+        _quiet_optimizer_warning()
+        self.name, self.fail = name, fail
+        self.net = build_part(model_name, seed, at, horizontal, part)
+        self._busy = threading.Lock()     # held while this stage computes
+        self._events: list[tuple] = []    # (seq, phase, start, end, in_bytes, out_bytes)
+        self._lock = threading.Lock()     # guards _events
+
+    def forward(self, seq: int, x):
+        """Compute this stage for micro-batch ``seq``; ``x`` is a tensor or an RRef to the previous
+        stage's output (fetched here, straight from the worker that holds it)."""
+        x = x.to_here() if hasattr(x, "to_here") else x
+        try:
+            with self._busy:
+                return self._compute(seq, x)
+        except Exception as exc:
+            raise RuntimeError(f"{self.name} on {rpc.get_worker_info().name} failed: "
+                               f"{type(exc).__name__}: {exc}") from exc
+
+    def _compute(self, seq: int, x: torch.Tensor) -> torch.Tensor:
+        if self.fail == "crash":
+            os._exit(13)   # as if the process was killed: no exception, no goodbye
+        if self.fail:
+            raise RuntimeError(f"injected failure (fail_stage) at micro-batch {seq}")
+        start = time.perf_counter()
+        out, first_node = x, None
+        for layer in self.net if isinstance(self.net, nn.Sequential) else [self.net]:
+            out = layer(out)
+            if first_node is None and out.grad_fn is not None:
+                first_node = out.grad_fn
+        self._record(seq, FWD, start, time.perf_counter(), x.nelement() * x.element_size(),
+                     out.nelement() * out.element_size())
+        if out.grad_fn is not None:
+            self._time_backward(seq, out.grad_fn, first_node)
+        return out
+
+    def _time_backward(self, seq: int, last_node, first_node) -> None:
+        """Hooks on the micro-batch's graph: its backward starts at the output's node and ends after
+        the first layer's node. Distributed autograd runs micro-batches on several threads at once;
+        holding ``_busy`` in between makes them take turns, so each finishes (and its gradient
+        travels on to the previous stage) as early as possible."""
+        state = {}
+
+        def begin(grads):
+            state["held"] = self._busy.acquire(timeout=TURN_TIMEOUT)
+            state["start"] = time.perf_counter()
+
+        def finish(grad_inputs, grad_outputs):
+            self._record(seq, BWD, state.get("start", time.perf_counter()), time.perf_counter(), 0, 0)
+            if state.pop("held", False):
+                self._busy.release()
+        last_node.register_prehook(begin)
+        first_node.register_hook(finish)
+
+    def _record(self, *event) -> None:
+        with self._lock:
+            self._events.append(event)
+
+    def take_events(self) -> torch.Tensor:
+        """Return and forget the recorded events as a float64 tensor (N, 6)."""
+        with self._lock:
+            events, self._events = self._events, []
+        return torch.tensor(events, dtype=torch.float64).reshape(-1, 6)
+
+    def parameter_rrefs(self) -> list:
+        return [rpc.RRef(p) for p in self.net.parameters()]
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+
+    def gradients(self, context_id: int) -> dict[str, torch.Tensor]:
+        """This stage's gradients in a distributed autograd context, by parameter name."""
+        grads = dist_autograd.get_gradients(context_id)
+        return {n: grads[p].clone() for n, p in self.net.named_parameters() if p in grads}
+
+
+def _call(rref: rpc.RRef, method: str, *args):
+    """Run ``method`` on the object an RRef points to (on its owner): the RPC tutorials' helper."""
+    return getattr(rref.local_value(), method)(*args)
+
+
+def call(rref: rpc.RRef, method: str, *args):
+    return rpc.rpc_sync(rref.owner(), _call, args=(rref, method, *args))
+
+
+def call_async(rref: rpc.RRef, method: str, *args) -> torch.futures.Future:
+    return rpc.rpc_async(rref.owner(), _call, args=(rref, method, *args))
+
+
+def call_remote(rref: rpc.RRef, method: str, *args) -> rpc.RRef:
+    """Like ``call`` but the result stays on the stage's worker; returns an RRef to it."""
+    return rpc.remote(rref.owner(), _call, args=(rref, method, *args))
