@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import LabError
-from ..runtime import launch, rank, report, world_size
+from ..runtime.context import rank, report, world_size
+from ..runtime.launch import launch
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ import torch.distributed as dist
 from .. import results
 from ..data import datasets
 from ..data.batches import batch_indices, batches, step_count
-from ..runtime import launch, report
+from ..runtime.context import report
+from ..runtime.launch import launch
 from ..train import models
 from ..train.loop import evaluate, make_optimizer
 from . import sync as synchronizers

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ..data import datasets
 from ..data.batches import batches, epoch_order, step_count
 from ..errors import LabError
-from ..runtime import rank, report
+from ..runtime.context import rank, report
 from ..train.loop import evaluate
 from .config import ROLES, MPConfig
 from .driver import make_driver
