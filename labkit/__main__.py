@@ -1,3 +1,4 @@
+"""``python -m labkit``: the command line (``labkit.cli``)."""
 import sys
 
 from .cli import main

@@ -160,3 +160,28 @@ def test_no_six_lines_of_code_are_written_twice():
                 repeats.append(f"{where} repeats {seen[window]}")
             seen.setdefault(window, where)
     assert not repeats, "\n".join(repeats)
+
+
+def test_every_plot_takes_ax_and_draws_where_it_is_told():
+    """One convention for figures: ``ax=None`` on every function; a multi-panel figure draws into the
+    axes it is given (and says how many it needs)."""
+    import inspect
+
+    import matplotlib
+    import matplotlib.pyplot as plt
+    matplotlib.use("Agg")
+    from labkit.data import measures, partition
+    from labkit.errors import LabError
+    from labkit.notebook import plots
+    for name in plots.__all__:
+        parameter = inspect.signature(getattr(plots, name)).parameters.get("ax")
+        assert parameter is not None and parameter.default is None, f"plots.{name} has no ax=None"
+    labels = [0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2]
+    report = measures.measure(labels, partition.partition(labels, 3, "iid"))
+    fig, axes = plt.subplots(2, 3)
+    assert plots.partition_overview(report, ax=axes[1]) is fig
+    assert all(ax.has_data() for ax in axes[1]) and not any(ax.has_data() for ax in axes[0])
+    assert plots.node_sizes(report, ax=axes[0][0]) is fig and axes[0][0].has_data()
+    with pytest.raises(LabError, match="3 panels"):
+        plots.partition_overview(report, ax=axes[0][:2])
+    plt.close("all")

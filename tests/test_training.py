@@ -1,3 +1,8 @@
+"""The single-machine baseline, the config fields every training kind shares, evaluation, epoch
+orders and result tables."""
+import dataclasses
+import os
+
 import pandas as pd
 import pytest
 import torch.nn.functional as F
@@ -6,9 +11,12 @@ from conftest import run_cli
 from labkit import results
 from labkit.data import datasets
 from labkit.data.batches import epoch_order
-from labkit.train import models, single
-from labkit.train.loop import evaluate
+from labkit.data_parallel import DPConfig
 from labkit.errors import LabError
+from labkit.model_parallel import MPConfig
+from labkit.train import models, single
+from labkit.train.config import TrainConfig
+from labkit.train.loop import evaluate
 
 
 def test_short_run_learns_and_records_rows(tmp_path):
@@ -61,6 +69,17 @@ def test_epoch_order_is_a_permutation_that_changes_per_epoch():
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(LabError, match=message):
         single.SingleConfig(**{field: value})
+
+
+@pytest.mark.parametrize("kind", [single.SingleConfig, DPConfig, MPConfig])
+def test_every_training_kind_shares_the_fields_their_checks_and_threads_0_means_all_cores(kind):
+    shared = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert shared <= {f.name for f in dataclasses.fields(kind)}
+    assert kind(threads=0).torch_threads == (os.cpu_count() or 1) and kind(threads=3).torch_threads == 3
+    for field, value, message in (("momentum", 1.0, "momentum must be in"), ("threads", -1, "threads must be 0"),
+                                  ("train_subset", -2, "train_subset must be 0")):
+        with pytest.raises(LabError, match=message):
+            kind(**{field: value})
 
 
 @pytest.mark.parametrize("args,message", [
