@@ -18,6 +18,7 @@ import pandas as pd
 from . import environment
 from .paths import results_dir
 
+
 def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
 

@@ -1,4 +1,4 @@
-"""labkit.comm: the alpha-beta model, its fit, speed-up predictions, and real collective timings."""
+"""labkit.collectives: the alpha-beta model, its fit, speed-up predictions, and real collective timings."""
 import math
 
 import matplotlib

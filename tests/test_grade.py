@@ -2,6 +2,7 @@
 is caught by the right check with the right reason; unreadable files get a row; the rest are still graded."""
 import copy
 import json
+import os
 from dataclasses import asdict
 
 import nbformat
@@ -209,3 +210,11 @@ def test_a_placeholder_alone_is_not_an_answer(placeholder, before, after):
 def test_any_words_after_the_placeholder_are_an_answer(placeholder, words):
     assert grade.filled(f"{placeholder} {words}")
     assert grade.filled(f"{placeholder}\n\n{words}", template=placeholder)
+
+
+def test_the_reference_run_defaults_to_the_results_folder(tmp_path, reference):
+    """Without --reference, the grader reads the reference run from results/ ($LABKIT_RESULTS in tests)."""
+    assert reference == tmp_path / "results" and os.environ["LABKIT_RESULTS"] == str(reference)
+    nbformat.write(complete(), tmp_path / "student.ipynb")
+    assert grade.grade([tmp_path / "student.ipynb"]).iloc[0]["result"] == "pass"
+    assert [r.name for r in grade.load_references()] == ["01_demo"]

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from .. import results
 from ..errors import LabError
 from ..runtime.context import rank, report, world_size
-from ..runtime.launch import launch
+from ..runtime.launcher import launch
 from .costmodel import OPS, fit
+
 UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "m": 2**20, "mb": 2**20, "g": 2**30, "gb": 2**30}
 
 

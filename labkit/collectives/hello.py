@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from ..errors import LabError
 from ..runtime.context import rank, report, world_size
-from ..runtime.launch import launch
+from ..runtime.launcher import launch
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 
-from .. import paths
+from ..paths import results_dir
 from ..errors import LabError
 from ..notebook import keynumbers
 from .report import lab_cells
@@ -54,7 +54,7 @@ class Reference:
 
 def load_references(folder=None) -> list[Reference]:
     """The executed notebooks of the reference run (``results/notebooks`` unless told otherwise)."""
-    folder = Path(folder) if folder else paths.results_dir()
+    folder = Path(folder) if folder else results_dir()
     if (folder / "notebooks").is_dir():
         folder = folder / "notebooks"
     paths = sorted(folder.glob("*.ipynb")) if folder.is_dir() else []

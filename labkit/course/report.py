@@ -26,6 +26,7 @@ from ..errors import LabError
 from ..notebook import keynumbers
 from ..paths import NOTEBOOKS, REPO_ROOT
 from . import summary
+
 PATTERN = re.compile(r"^\d\d_.*\.ipynb$")
 TOOL_TAGS = {"injected-parameters", "papermill-error-cell-tag"}  # cells papermill adds to an executed notebook
 

@@ -72,7 +72,7 @@ def _key_numbers(out: Path) -> list[str]:
         return []
     keys = pd.read_csv(path, keep_default_na=False)
     lines = ["## Key numbers", "",
-             "Shown by the notebooks with `labkit.keynumbers.key_number`; `labkit grade` accepts a student's value "
+             "Shown by the notebooks with `labkit.notebook.key_number`; `labkit grade` accepts a student's value "
              "within the tolerance of this run's (the larger one where two are given).", ""]
     for stem, group in keys.groupby("notebook", sort=True):
         table = pd.DataFrame({"key": group["name"], "value": group["value"].astype(float), "unit": group["unit"],

@@ -54,9 +54,7 @@ def state_tensors(model: nn.Module) -> list[torch.Tensor]:
 def average_models(replicas: list[nn.Module], count: int, reduce_sum=None) -> None:
     """Replace every local replica's state by the mean over ``count`` replicas in all processes."""
     per_replica = [state_tensors(m) for m in replicas]
-    total = torch.cat([t.reshape(-1) for t in per_replica[0]])
-    for tensors in per_replica[1:]:
-        total += torch.cat([t.reshape(-1) for t in tensors])
+    total = torch.stack([torch.cat([t.reshape(-1) for t in tensors]) for tensors in per_replica]).sum(0)
     if reduce_sum is not None:
         reduce_sum(total)
     total /= count

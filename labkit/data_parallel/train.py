@@ -16,7 +16,7 @@ from .. import results
 from ..data import datasets
 from ..data.batches import batch_indices, batches, step_count
 from ..runtime.context import report
-from ..runtime.launch import launch
+from ..runtime.launcher import launch
 from ..train import models
 from ..train.loop import evaluate, make_optimizer
 from . import sync as synchronizers

@@ -36,8 +36,9 @@ class Train:
         steps = step_count(n, cfg.batch_size)
         history, events = [], []
         for epoch in range(cfg.epochs):
+            order = epoch_order(n, cfg.seed, epoch)
             start, loss_sum = time.perf_counter(), 0.0
-            for step, (x, y) in enumerate(batches(train, epoch_order(n, cfg.seed, epoch), cfg.batch_size)):
+            for step, (x, y) in enumerate(batches(train, order, cfg.batch_size)):
                 loss = driver.step(x, y)
                 loss_sum += loss
                 if self.progress and (step % 20 == 0 or step == steps - 1):

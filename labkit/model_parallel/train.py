@@ -15,7 +15,7 @@ import pandas as pd
 
 from .. import results
 from ..errors import LabError, WorkerError
-from ..runtime.launch import launch
+from ..runtime.launcher import launch
 from ..train import models
 from ..train.loop import forward_backward, make_optimizer
 from . import analysis

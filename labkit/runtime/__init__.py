@@ -3,7 +3,7 @@ torchrun), the control channel and its messages, the supervisor that forks the r
 words, and live progress. Code inside a rank uses ``rank``, ``world_size``, ``rpc_name`` and ``report``.
 """
 from .context import rank, report, rpc_name, world_size
-from .launch import launch
+from .launcher import launch
 from .torchrun import under_torchrun
 
 __all__ = ["launch", "rank", "report", "rpc_name", "under_torchrun", "world_size"]

@@ -96,7 +96,7 @@ def run(configs, seeds=(0, 1, 2), workers: int = 2, table: str = TABLE, progress
         log=print) -> sweep.Sweep:
     """Sweep ``configs`` x ``seeds`` (resumable, see ``labkit.studies.sweep``); runs get readable labels."""
     done = sweep.sweep(configs, simulated_run, seeds=seeds, table=table, workers=workers,
-                             progress=progress, log=log)
+                       progress=progress, log=log)
     return dataclasses.replace(done, runs=labelled(done.runs))
 
 

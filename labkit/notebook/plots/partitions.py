@@ -86,7 +86,7 @@ def partition_overview(report, title=None, ax=None):
 def strategy_grid(reports: dict, cols: int = 5, ax=None):
     """One label-share heatmap per strategy (rows sum to 1), titled with its skew, for comparison."""
     rows = -(-len(reports) // cols)
-    fig, grid = panels(ax, len(reports), (3.2 * cols, 3.0 * rows), rows=rows)
+    fig, grid = panels(ax, len(reports), (3.2 * cols, 3.0 * rows), cols=cols)
     for ax, (name, report) in zip(grid, reports.items()):
         shares = report.counts.to_numpy() / np.maximum(report.counts.to_numpy().sum(axis=1, keepdims=True), 1)
         ax.imshow(shares, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
