@@ -54,7 +54,7 @@ def state_tensors(model: nn.Module) -> list[torch.Tensor]:
 def average_models(replicas: list[nn.Module], count: int, reduce_sum=None) -> None:
     """Replace every local replica's state by the mean over ``count`` replicas in all processes."""
     per_replica = [state_tensors(m) for m in replicas]
-    total = torch.stack([torch.cat([t.reshape(-1) for t in tensors]) for tensors in per_replica]).sum(0)
+    total = torch.cat([torch.stack(same).sum(0).reshape(-1) for same in zip(*per_replica)])  # tensor by tensor
     if reduce_sum is not None:
         reduce_sum(total)
     total /= count
