@@ -11,6 +11,7 @@ import textwrap
 import time
 
 import matplotlib
+from matplotlib.collections import PathCollection
 import numpy as np
 import pandas as pd
 import psutil
@@ -23,7 +24,7 @@ from labkit import results
 from labkit.data_parallel import DPConfig
 from labkit.data_parallel.config import parse_local_steps
 from labkit.notebook import plots
-from labkit.studies import findings, impact, stats
+from labkit.studies import expectations, findings, impact, stats
 from labkit.studies import sweep as experiments
 from labkit.errors import LabError
 
@@ -145,13 +146,16 @@ def test_a_runner_without_a_stable_name_is_refused():
 
 
 def test_rerunning_the_notebooks_sweeps_reuses_every_committed_run(tmp_path, monkeypatch):
-    """Notebook 04's four grids at their defaults find all their runs in results/tables/impact.csv."""
+    """Notebook 04's grids at their defaults find all their runs in results/tables/impact.csv."""
     shutil.copy(ROOT / "results" / "tables" / "impact.csv", tmp_path / "impact.csv")
     monkeypatch.setenv("LABKIT_RESULTS", str(tmp_path))
-    grid = impact.samplers_grid() + impact.skew_grid() + impact.norm_grid() + impact.niid_grid()
+    grid = (impact.samplers_grid() + impact.skew_grid() + impact.tail_grid() + impact.norm_grid()
+            + impact.niid_grid())
+    runs = len(experiments.expand(grid, (0, 1, 2), impact.simulated_run))
+    assert runs > 114   # the grids of the reference run at 8193bc4, and section 2b's controlled comparison
     done = impact.run(grid, seeds=(0, 1, 2), workers=1, progress=False, log=lambda *_: None)
-    assert (done.ran, done.reused, done.failed) == (0, 114, 0)
-    assert done.final["run_key"].nunique() == 114
+    assert (done.ran, done.reused, done.failed) == (0, runs, 0)
+    assert done.final["run_key"].nunique() == runs
 
 
 def test_expand_removes_duplicates_and_needs_seeds():
@@ -295,45 +299,63 @@ def _fake_sweep(rows) -> experiments.Sweep:
     return experiments.Sweep(impact.labelled(runs), ran=len(runs), reused=0, failed=0)
 
 
-def _skew_rows(sorted_loss: float):
+def _skew_rows(sorted_loss: float, spread: float = 0.1):
     rows = []
-    for seed, noise in enumerate((-0.1, 0.0, 0.1)):
+    for seed, noise in enumerate((-spread, 0.0, spread)):
         for partition, k, acc, tail in (("iid", 2, 95.0, 0), ("sorted", 2, 95.0 - sorted_loss, 0),
                                         ("label_k", 1, 60.0, 3)):
             for sync, steps, drop in (("allreduce", 50, 0.0), ("local", 50, 30.0), ("local", "epoch", 45.0)):
+                # the sorted runs' noise runs the other way: the two settings are independent runs
                 rows.append(dict(partition=partition, k=k, alpha=0.5, beta=0.5, sync=sync, local_steps=steps,
                                  seed=seed, model="lenet5", epoch=1, train_subset=1000, epochs=1,
-                                 test_acc=acc + noise - (drop if partition != "iid" else 0.0),
+                                 test_acc=acc + (noise if partition != "sorted" else -noise)
+                                 - (drop if partition != "iid" else 0.0),
                                  label_skew=0.9 if partition != "iid" else 0.05, tail_steps=tail))
     return rows
 
 
-@pytest.mark.parametrize("sorted_loss", [0.5, 3.0])
-def test_statements_are_computed_from_the_results(sorted_loss):
-    skew = _fake_sweep(_skew_rows(sorted_loss))
+@pytest.mark.parametrize("sorted_loss,spread,outcome", [(0.5, 0.1, expectations.APPEARED),
+                                                         (3.0, 0.1, expectations.ABSENT),
+                                                         (1.5, 2.0, expectations.UNDECIDED)])
+def test_statements_and_expectations_are_computed_from_the_results(sorted_loss, spread, outcome):
+    skew = _fake_sweep(_skew_rows(sorted_loss, spread))
     text = "\n".join(findings.skew(skew))
-    assert f"Equal-size non-IID partitions lose at most {sorted_loss:.2f} ± " in text
+    assert f"The worst equal-size non-IID partition loses {sorted_loss:.2f} ± " in text
     assert "all-reduce every step: IID reaches 95.00 %" in text and "label_k k=1 ends at 60.0 %" in text
     assert "local SGD H=50: IID reaches 95.00 %" in text and "label_k k=1 ends at 30.0 %" in text
     samplers = _fake_sweep([dict(partition=p, k=2, alpha=0.5, beta=0.5, sync="allreduce", local_steps=50, seed=s,
                                  model="lenet5", epoch=1, train_subset=1000, epochs=1, test_acc=90.0 + s,
                                  coverage=cov, coverage_run=cov)
                             for p, cov in (("iid", 1.0), ("sampling", 0.632)) for s in range(3)])
-    table = findings.expectations(samplers, skew, _fake_sweep(_norm_rows(bn_loss=3.0, gn_loss=0.5)))
-    little = table.set_index("expected effect")["appeared"]
-    assert little.iloc[0] and little.iloc[3]
-    assert little.iloc[1] == (sorted_loss <= findings.LITTLE)
-    assert little.iloc[2]  # label_k k=1 under local SGD: 30 % and 15 %
-    assert "local SGD H=50: 30.0 %; local SGD H=1 epoch: 15.0 %" in table["measured"].iloc[2]
+    table = expectations.table(samplers, skew, _fake_sweep(_norm_rows(bn_loss=3.0, gn_loss=0.5)))
+    seen = table.set_index("expected effect")["outcome"]
+    assert seen.iloc[0] == expectations.APPEARED                       # coverage 63.2 % against 63.2 %
+    assert seen.iloc[1] == outcome                                     # decided on the interval, not the mean
+    assert seen.iloc[2] == expectations.APPEARED                       # label_k k=1 under local SGD: 30 and 15 %
+    assert "local SGD H=50: 30.00 ± " in table["measured"].iloc[2]
+    assert seen.iloc[3] == seen.iloc[4] == expectations.APPEARED       # BN loses 3 points, GN 0.5
     norms = "\n".join(findings.norms(_fake_sweep(_norm_rows(bn_loss=3.0, gn_loss=0.5))))
-    assert "GroupNorm recovers 83% of the points BatchNorm loses" in norms
+    assert "it keeps 83% of BatchNorm's loss away" in norms
 
 
-def _norm_rows(bn_loss: float, gn_loss: float):
+def test_an_effect_inside_the_noise_is_not_decided():
+    norm = _fake_sweep(_norm_rows(bn_loss=0.3, gn_loss=-0.3, spread=1.0))   # BN's loss within its interval
+    rows = expectations.table(_fake_sweep([]), _fake_sweep(_skew_rows(0.5)), norm).set_index("expected effect")
+    assert rows.loc["BatchNorm suffers under label skew", "outcome"] == expectations.UNDECIDED
+    assert "cannot be told" in " ".join(findings.norms(norm))
+    assert expectations.judge(1.0, 3.0, 2.0) == expectations.UNDECIDED
+    assert expectations.judge(-1.0, 1.5, 2.0) == expectations.APPEARED
+    assert expectations.judge(2.5, 4.0, 2.0) == expectations.ABSENT
+    assert expectations.judge(0.1, 0.4, 0.0, below=False) == expectations.APPEARED
+    assert expectations.all_of([expectations.APPEARED, expectations.UNDECIDED]) == expectations.UNDECIDED
+    assert expectations.all_of([expectations.UNDECIDED, expectations.ABSENT]) == expectations.ABSENT
+
+
+def _norm_rows(bn_loss: float, gn_loss: float, spread: float = 0.2):
     rows = []
     for model, loss in (("lenet5_bn", bn_loss), ("lenet5_gn", gn_loss)):
         for partition, minus in (("iid", 0.0), ("sorted", loss)):
-            for seed, noise in enumerate((-0.2, 0.0, 0.2)):
+            for seed, noise in enumerate((-spread, 0.0, spread)):
                 rows.append(dict(partition=partition, k=2, alpha=0.5, beta=0.5, sync="ddp", local_steps=50,
                                  seed=seed, model=model, epoch=1, train_subset=1000, epochs=1,
                                  test_acc=96.0 - minus + noise))
@@ -342,19 +364,26 @@ def _norm_rows(bn_loss: float, gn_loss: float):
 
 # ---------------------------------------------------------------- plots
 
-def test_impact_plots_draw_from_results():
+def test_impact_plots_show_every_seed_and_mark_unequal_sizes():
     skew = _fake_sweep(_skew_rows(1.0))
     runs = skew.runs.assign(config_key=skew.runs["setting"] + skew.runs["training"],
                             coverage=1.0, coverage_run=1.0, size_imbalance=1.0)
-    summary = experiments.summarize(runs, ["setting", "training"], also=impact.MEASURES)
-    assert len(plots.strategy_accuracy(summary).axes) == 3
-    close = pd.DataFrame({"setting": ["iid", "sorted"], "model": "lenet5_bn", "mean": [94.0, 93.0],
-                          "ci95": [0.5, 0.4], "n": 3, "failed": 0})
-    zoomed = plots.strategy_accuracy(close, panel="model", zoom=True).axes[0]
-    assert 90 < zoomed.get_ylim()[0] < 92.6 and not zoomed.patches  # points on a fitted axis, no bars from 0
-    assert len(plots.accuracy_vs_skew(experiments.final_rows(runs)).axes[0].collections) >= 6
-    assert len(plots.accuracy_curves(runs, panel="training").axes) == 3
-    assert len(plots.accuracy_vs_coverage(summary[summary["training"] == "all-reduce every step"]).axes) == 1
+    final = experiments.final_rows(runs)
+    fig = plots.strategy_accuracy(final)
+    assert len(fig.axes) == 3
+    first = fig.axes[0]
+    points = [c for c in first.collections if isinstance(c, PathCollection)]
+    assert sum(len(c.get_offsets()) for c in points) == 9               # 3 settings x 3 seeds, one point each
+    assert not any(p.get_height() for p in first.patches)                # no bars, no CI bands
+    assert 0 < first.get_ylim()[0] < final["test_acc"].min()            # a fitted axis, not bars from 0
+    labels = [t.get_text() for t in first.get_xticklabels()]
+    assert "label_k k=1 *" in labels and "sorted" in labels               # unequal sizes (tail steps) marked
+    hollow = [c for c in points if not len(c.get_facecolor()) or c.get_facecolor()[0][3] == 0]
+    assert len(hollow) == 1                                               # ... and drawn hollow
+    assert len(plots.accuracy_vs_skew(final).axes[0].collections) >= 6
+    curves = plots.accuracy_curves(runs, panel="training")
+    assert len(curves.axes) == 3 and len(curves.axes[0].lines) == 3 * 3 + 3   # a line per seed, a mean per setting
+    assert len(plots.accuracy_vs_coverage(final[final["training"] == "all-reduce every step"]).axes) == 1
 
 
 def test_pool_workers_ignore_ctrl_c_and_stop_with_the_sweep(no_leftover_processes):

@@ -218,3 +218,19 @@ def test_the_reference_run_defaults_to_the_results_folder(tmp_path, reference):
     nbformat.write(complete(), tmp_path / "student.ipynb")
     assert grade.grade([tmp_path / "student.ipynb"]).iloc[0]["result"] == "pass"
     assert [r.name for r in grade.load_references()] == ["01_demo"]
+
+
+@pytest.mark.parametrize("how", ["parameters", "injected", "papermill"])
+def test_a_quick_smoke_run_is_flagged(tmp_path, reference, how):
+    nb = complete()
+    if how == "parameters":      # a student set quick = True in the parameters cell
+        nb.cells[1].source = "quick = True"
+    elif how == "injected":      # papermill -p quick True adds a cell after the parameters
+        nb.cells.insert(2, new_code_cell("# Parameters\nquick = True\n", metadata={"tags": ["injected-parameters"]},
+                                         execution_count=1))
+    else:
+        nb.metadata["papermill"] = {"parameters": {"quick": True}}
+    row = _grade(tmp_path, reference, nb)
+    assert row["full_run"] == ("FAIL: executed with quick = True: a smoke run whose numbers mean nothing; "
+                               "set quick = False and run all cells") and row["result"] == "fail"
+    assert _grade(tmp_path, reference, complete())["full_run"] == "ok"

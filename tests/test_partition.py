@@ -34,7 +34,7 @@ def cases(draw, min_per_class=None):
 def feasible(strategy, labels, nodes):
     """Parameters that every generated case can satisfy (min sizes of 0, one shard per node)."""
     return {"shards": {"k": 1}, "dirichlet": {"min_size": 0}, "quantity": {"min_size": 0},
-            "label_k": {"k": 1}}.get(strategy, {})
+            "label_k": {"k": 1}, "label_k_random": {"k": 1}}.get(strategy, {})
 
 
 @FAST
@@ -53,7 +53,7 @@ def test_every_strategy_returns_nodes_arrays_in_range_and_is_deterministic(case,
 
 
 @FAST
-@given(cases(), st.sampled_from([s for s in P.DISJOINT if s != "label_k"]))
+@given(cases(), st.sampled_from([s for s in P.DISJOINT if not s.startswith("label_k")]))
 def test_partitioning_strategies_cover_every_index_exactly_once(case, strategy):
     labels, nodes, seed = case
     parts = P.partition(labels, nodes, strategy, seed=seed, **feasible(strategy, labels, nodes))
@@ -61,16 +61,16 @@ def test_partitioning_strategies_cover_every_index_exactly_once(case, strategy):
 
 
 @FAST
-@given(cases(), st.integers(1, 10))
-def test_label_k_nodes_hold_exactly_k_classes_disjointly(case, k):
+@given(cases(), st.integers(1, 10), st.sampled_from(["label_k", "label_k_random"]))
+def test_label_k_nodes_hold_exactly_k_classes_disjointly(case, k, strategy):
     labels, nodes, seed = case
     classes = np.unique(labels)
     if k > len(classes):
         with pytest.raises(LabError, match=f"k={k} is more than the {len(classes)} classes"):
-            P.partition(labels, nodes, "label_k", k=k, seed=seed)
+            P.partition(labels, nodes, strategy, k=k, seed=seed)
         return
     try:
-        parts = P.partition(labels, nodes, "label_k", k=k, seed=seed)
+        parts = P.partition(labels, nodes, strategy, k=k, seed=seed)
     except LabError as exc:  # legitimate only if some class has fewer samples than nodes sharing it
         assert "nodes must share it" in str(exc)
         assert nodes * k > len(classes) * Counter(labels.tolist()).most_common()[-1][1]
@@ -82,6 +82,21 @@ def test_label_k_nodes_hold_exactly_k_classes_disjointly(case, k):
     assert np.array_equal(np.sort(everything), np.flatnonzero(np.isin(labels, held)))  # whole classes
     if nodes * k >= len(classes):
         assert len(everything) == len(labels)
+
+
+def test_label_k_random_draws_classes_like_niid_bench_and_label_k_pairs_nodes():
+    """#C=2 on 10 nodes: label_k gives five pairs of identical nodes; the random assignment (node p holds
+    class p plus one drawn at random, as NIID-Bench does) gives every class to some node and varies."""
+    labels = mnist_labels()
+    def class_sets(strategy, seed):
+        return [frozenset(np.unique(labels[p]).tolist()) for p in P.partition(labels, 10, strategy, k=2, seed=seed)]
+    paired = class_sets("label_k", 0)
+    assert len(set(paired)) == 5 and all(paired.count(s) == 2 for s in paired)
+    drawn = [class_sets("label_k_random", seed) for seed in range(5)]
+    for sets in drawn:
+        assert all(p in held for p, held in enumerate(sets)) and set().union(*sets) == set(range(10))
+    assert len({tuple(sets) for sets in drawn}) == 5 and max(len(set(sets)) for sets in drawn) > 5
+
 
 
 @FAST

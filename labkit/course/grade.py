@@ -5,6 +5,7 @@ One row per submitted file, one column per check; a check holds ``ok`` or ``FAIL
 * ``readable``: the file is notebook JSON and matches one of the reference notebooks (by cell ids,
   else by code cell sources);
 * ``ran``: every code cell ran, top to bottom (execution counts increase), with no error output;
+* ``full_run``: it ran at full size, not as a ``quick=True`` smoke run whose numbers mean nothing;
 * ``figures``: every cell that drew a figure in the reference run has a figure in the submission;
 * ``answers``: every markdown cell tagged ``answer`` holds more than its placeholder (``*Your answer:*``);
 * ``numbers``: every graded key number (``labkit.notebook.keynumbers``) is there and within the tolerance the
@@ -23,9 +24,9 @@ import pandas as pd
 from ..paths import results_dir
 from ..errors import LabError
 from ..notebook import keynumbers
-from .report import lab_cells
+from .report import lab_cells, parameter_values
 
-CHECKS = ("readable", "ran", "figures", "answers", "numbers")
+CHECKS = ("readable", "ran", "full_run", "figures", "answers", "numbers")
 OK = "ok"
 SKIPPED = "-"
 PLACEHOLDER = re.compile(r"^\s*[*_]{0,2}\s*your\s+answers?(\s+(here|to\s+the\s+exercises))?\s*[:.]?\s*[*_]{0,2}",
@@ -49,7 +50,7 @@ class Reference:
 
     @property
     def quick(self) -> bool:
-        return bool(self.nb.metadata.get("papermill", {}).get("parameters", {}).get("quick"))
+        return ran_quick(self.nb)
 
 
 def load_references(folder=None) -> list[Reference]:
@@ -126,6 +127,17 @@ def check_ran(nb) -> str:
             reasons.append(f"out of order: cell {k1} (In [{n1}]) ran before cell {k0} (In [{n0}])")
             break
     return "; ".join(reasons)
+
+
+def ran_quick(nb) -> bool:
+    """Whether the notebook was executed with ``quick = True`` (set in its parameters or injected)."""
+    return parameter_values(nb).get("quick") is True
+
+
+def check_full_run(nb) -> str:
+    """'' unless the notebook was executed as a quick smoke run."""
+    return ("executed with quick = True: a smoke run whose numbers mean nothing; set quick = False "
+            "and run all cells" if ran_quick(nb) else "")
 
 
 def _counterpart(cell, nb):
@@ -209,6 +221,7 @@ def grade_file(path: Path, references: list[Reference]) -> dict:
     row["notebook"] = ref.name if ref else SKIPPED
     row["readable"] = _verdict("" if ref else "matches no notebook of the reference run")
     row["ran"] = _verdict(check_ran(nb))
+    row["full_run"] = _verdict(check_full_run(nb))
     row["answers"] = _verdict(check_answers(nb, ref))
     if ref:
         row["figures"] = _verdict(check_figures(nb, ref))

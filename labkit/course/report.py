@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -95,18 +96,43 @@ def lab_cells(nb) -> list:
     return [c for c in nb.cells if not TOOL_TAGS & set(c.get("metadata", {}).get("tags", []))]
 
 
+def _assignments(source: str) -> dict:
+    """Names assigned at the top of a cell, with their values where they are literals (else None)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return {}
+    found = {}
+    for node in tree.body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                value = None
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                if isinstance(target, ast.Name):
+                    found[target.id] = value
+    return found
+
+
 def parameter_names(nb) -> set[str]:
     """Names assigned in the cell tagged ``parameters`` (empty if there is none)."""
     for cell in nb.cells:
         if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
-            try:
-                tree = ast.parse(cell.source)
-            except SyntaxError:
-                return set()
-            return {t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
-                    for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
-                    if isinstance(t, ast.Name)}
+            return set(_assignments(cell.source))
     return set()
+
+
+def parameter_values(nb) -> dict:
+    """The literal values the notebook ran with: its ``parameters`` cell, overridden by what papermill
+    injected (its ``injected-parameters`` cell and its metadata)."""
+    values = {}
+    for tag in ("parameters", "injected-parameters"):
+        for cell in nb.cells:
+            if cell.cell_type == "code" and tag in cell.metadata.get("tags", []):
+                values.update(_assignments(cell.source))
+    values.update(nb.metadata.get("papermill", {}).get("parameters", {}) or {})
+    return values
 
 
 @contextlib.contextmanager
@@ -153,7 +179,7 @@ def execute(path: Path, target: Path, cfg: ReportConfig, quick: bool = False, po
     try:
         papermill.execute_notebook(str(path), str(target), parameters={"quick": True} if quick else {},
                                    kernel_name="python3", language="python", cwd=str(cfg.notebooks),
-                                   progress_bar={"desc": f"{position}{path.stem}", "leave": True},
+                                   progress_bar={"desc": f"{position}{path.stem}", "leave": True} if sys.stderr.isatty() else False,
                                    execution_timeout=cfg.timeout, log_output=False,
                                    extra_arguments=["--IPKernelApp.log_level=CRITICAL"])  # no kernel log noise
     except KeyboardInterrupt:

@@ -2,7 +2,7 @@
 
 One entry point, ``partition(labels, nodes, strategy, seed=0, **params)``, returns one sorted
 int64 index array per node. Every strategy except ``sampling`` gives each sample to at most one
-node (``label_k`` leaves out classes no node holds when nodes * k < classes); ``sampling`` draws
+node (``label_k`` and ``label_k_random`` leave out classes no node holds); ``sampling`` draws
 with replacement. All work is vectorised: 100 nodes over 60,000 labels take milliseconds.
 """
 from __future__ import annotations
@@ -25,11 +25,13 @@ PARAMS = {
     "shards": {"k": 2},
     "dirichlet": {"alpha": 0.5, "min_size": 10, "tries": 100},
     "label_k": {"k": 2},
+    "label_k_random": {"k": 2},
     "quantity": {"beta": 0.5, "min_size": 10},
     "label_mod": {},
 }
 STRATEGIES = tuple(PARAMS)
-# Strategies that give every sample to exactly one node (label_k only when nodes * k >= classes).
+# Strategies that give every sample to at most one node (all of it, except label_k and label_k_random
+# when some class is held by no node).
 DISJOINT = tuple(s for s in STRATEGIES if s != "sampling")
 
 
@@ -171,21 +173,42 @@ def _dirichlet(labels, nodes, rng, alpha, min_size, tries):
                    f"or allow more tries.")
 
 
-def _label_k(labels, nodes, rng, k):
+def _classes_per_node(labels, k, strategy: str) -> tuple[np.ndarray, np.ndarray, int]:
     classes, class_sizes = np.unique(labels, return_counts=True)
     k = _count("k", k, 1)
     if k > len(classes):
-        raise LabError(f"label_k: k={k} is more than the {len(classes)} classes in the labels; "
+        raise LabError(f"{strategy}: k={k} is more than the {len(classes)} classes in the labels; "
                        f"use k <= {len(classes)}.")
-    # Node p holds k consecutive classes of a random class order, so classes are shared evenly.
+    return classes, class_sizes, k
+
+
+def _label_k(labels, nodes, rng, k):
+    classes, class_sizes, k = _classes_per_node(labels, k, "label_k")
+    # Node p holds k consecutive classes of a random class order, so classes are shared evenly
+    # (with k = 2 on 10 nodes: five pairs of nodes hold the same two classes).
     held = rng.permutation(len(classes))[(np.arange(nodes)[:, None] * k + np.arange(k)) % len(classes)]
+    return _share_classes(labels, classes, class_sizes, held, nodes, rng, "label_k")
+
+
+def _label_k_random(labels, nodes, rng, k):
+    classes, class_sizes, k = _classes_per_node(labels, k, "label_k_random")
+    # NIID-Bench's #C=k: node p holds class p mod C and k - 1 other classes drawn at random.
+    held = np.empty((nodes, k), dtype=np.int64)
+    for p in range(nodes):
+        others = np.delete(np.arange(len(classes)), p % len(classes))
+        held[p] = [p % len(classes), *rng.choice(others, size=k - 1, replace=False)]
+    return _share_classes(labels, classes, class_sizes, held, nodes, rng, "label_k_random")
+
+
+def _share_classes(labels, classes, class_sizes, held, nodes, rng, strategy: str):
+    """Each class's samples split evenly over the nodes that hold it (``held``: nodes x k class indices)."""
     holders = np.zeros((len(classes), nodes), dtype=bool)
     holders[held, np.arange(nodes)[:, None]] = True
     counts = np.zeros((len(classes), nodes + 1), dtype=np.int64)  # last column: classes nobody holds
     for c in range(len(classes)):
         who = np.flatnonzero(holders[c])
         if len(who) > class_sizes[c]:
-            raise LabError(f"label_k: class {classes[c]} has only {class_sizes[c]} samples but {len(who)} "
+            raise LabError(f"{strategy}: class {classes[c]} has only {class_sizes[c]} samples but {len(who)} "
                            f"nodes must share it; use fewer nodes or a smaller k.")
         if len(who):
             counts[c, who] = class_sizes[c] // len(who) + (np.arange(len(who)) < class_sizes[c] % len(who))
@@ -214,4 +237,5 @@ def _label_mod(labels, nodes, rng):
 
 _BUILDERS = {"iid": _iid, "sampling": _sampling, "contiguous": _contiguous, "stratified": _stratified,
              "sorted": _sorted, "shards": _shards, "dirichlet": _dirichlet, "label_k": _label_k,
+             "label_k_random": _label_k_random,
              "quantity": _quantity, "label_mod": _label_mod}

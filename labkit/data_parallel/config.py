@@ -13,6 +13,9 @@ from ..train.config import TrainConfig
 from .sync import SYNCHRONIZERS
 
 
+EPOCH_ENDS = ("longest", "shortest")
+
+
 def parse_straggler(text: str) -> dict:
     """``"1:50"`` or ``"1:50,3:10"`` -> {rank: delay_ms}; ``""`` -> no straggler."""
     try:
@@ -41,6 +44,11 @@ class DPConfig(TrainConfig):
                                                           "help": "H for sync=local: an int or 'epoch'"})
     straggler: dict = field(default_factory=dict, metadata={"parse": parse_straggler,
                                                             "help": "RANK:DELAY_MS added to every step"})
+    epoch_end: str = field(default="longest", metadata={"help": "when nodes hold unequal shares: longest (an "
+                                                                "epoch goes on while any node has data) or shortest "
+                                                                "(it ends when the first node runs out)"})
+    epoch_steps: int = field(default=0, metadata={"help": "end every epoch after at most this many optimizer "
+                                                          "steps (to compare at equal steps); 0 = no limit"})
     timeout: float = field(default=900.0, metadata={"help": "seconds before the launch is stopped"})
 
     def __post_init__(self):
@@ -57,11 +65,15 @@ class DPConfig(TrainConfig):
                            f"(ranks are 0..{self.nodes - 1}).")
         if any(ms < 0 for ms in self.straggler.values()):
             raise LabError("straggler delays must be >= 0 ms.")
+        if self.epoch_steps < 0:
+            raise LabError(f"epoch_steps must be 0 (no limit) or positive, got {self.epoch_steps}.")
+        if self.epoch_end not in EPOCH_ENDS:
+            raise LabError(f"unknown epoch_end {self.epoch_end!r}; choose one of: {', '.join(EPOCH_ENDS)}.")
 
     def partition_params(self) -> dict:
         """The parameters the chosen partition strategy takes, from this config's fields."""
         return {"dirichlet": {"alpha": self.alpha}, "quantity": {"beta": self.beta},
-                "label_k": {"k": self.k}, "shards": {"k": self.k}}.get(self.partition, {})
+                "label_k": {"k": self.k}, "label_k_random": {"k": self.k}, "shards": {"k": self.k}}.get(self.partition, {})
 
     @property
     def average_every(self) -> int | None:
@@ -83,6 +95,13 @@ def make_sampler(cfg: DPConfig, rank: int, labels: torch.Tensor):
 def make_all_samplers(cfg: DPConfig, labels: torch.Tensor):
     """Every rank's sampler (for the simulation, audits and feasibility checks)."""
     return samplers.make_all(cfg.partition, cfg.nodes, labels.numpy(), seed=cfg.seed, **cfg.partition_params())
+
+
+def steps_in_epoch(cfg: DPConfig, fewest: int, most: int) -> int:
+    """Optimizer steps of an epoch in which the nodes have between ``fewest`` and ``most`` batches: the
+    longest node's count, or with ``epoch_end="shortest"`` the shortest's, at most ``epoch_steps``."""
+    steps = fewest if cfg.epoch_end == "shortest" else most
+    return min(steps, cfg.epoch_steps) if cfg.epoch_steps else steps
 
 
 def check_feasible(cfg: DPConfig) -> None:

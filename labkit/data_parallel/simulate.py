@@ -7,14 +7,16 @@ accuracy only: anything that measures time must use real processes (``labkit.dat
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from ..data import datasets
 from ..data.batches import batches, step_count
 from ..train import models
-from ..train.loop import evaluate, forward_backward, make_optimizer
+from ..train.loop import evaluate, evaluation_due, forward_backward, make_optimizer, midway_row
 from .averaging import GradientBuffer, average_models
-from .config import DPConfig, make_all_samplers, train_labels
+from .config import DPConfig, make_all_samplers, steps_in_epoch, train_labels
 
 
 def simulate(cfg: DPConfig, return_model: bool = False):
@@ -26,12 +28,13 @@ def simulate(cfg: DPConfig, return_model: bool = False):
     replicas = [models.build(cfg.model, seed=cfg.seed) for _ in range(cfg.nodes if local else 1)]
     opts = [make_optimizer(m, cfg) for m in replicas]
     grads = None if local else GradientBuffer(replicas[0])
-    history = []
+    history, group_steps = [], 0
     for epoch in range(cfg.epochs):
         orders = [sampler.indices(epoch) for sampler in node_samplers]
-        steps = max(step_count(len(o), cfg.batch_size) for o in orders)
+        counts = [step_count(len(o), cfg.batch_size) for o in orders]
+        fewest, steps = min(counts), steps_in_epoch(cfg, min(counts), max(counts))
         losses, since_average = [], 0
-        for node_batches in zip(*(batches(train, o, cfg.batch_size, steps) for o in orders)):
+        for s, node_batches in enumerate(zip(*(batches(train, o, cfg.batch_size, steps) for o in orders))):
             if local:
                 for model, opt, batch in zip(replicas, opts, node_batches):
                     if batch is not None:
@@ -44,12 +47,26 @@ def simulate(cfg: DPConfig, return_model: bool = False):
                     since_average = 0
             else:
                 losses += _synchronous_step(replicas[0], opts[0], grads, node_batches)
+            if evaluation_due(group_steps + s + 1, cfg.eval_every) and s + 1 < min(steps, fewest):
+                history.append(midway_row(epoch + (s + 1) / steps, group_steps + s + 1, float("nan"),
+                                          *_evaluate_average(replicas, test, cfg.test_subset)))
+        group_steps += steps
         if local and since_average:
             average_models(replicas, len(replicas))
         _, test_acc = evaluate(replicas[0], test, limit=cfg.test_subset)
-        history.append({"epoch": epoch + 1, "train_loss": sum(losses) / max(len(losses), 1), "test_acc": test_acc,
-                        "samples": sum(len(o) for o in orders)})
+        history.append({"epoch": epoch + 1, "step": group_steps, "train_loss": sum(losses) / max(len(losses), 1),
+                        "test_acc": test_acc, "samples": sum(min(len(o), steps * cfg.batch_size) for o in orders),
+                        "end_of_epoch": True})
     return (history, replicas[0].state_dict()) if return_model else history
+
+
+def _evaluate_average(replicas, test, limit: int) -> tuple[float, float]:
+    """Loss and accuracy of the replicas' average (local SGD between averages), or of the one model."""
+    if len(replicas) == 1:
+        return evaluate(replicas[0], test, limit=limit)
+    copies = [copy.deepcopy(m) for m in replicas]
+    average_models(copies, len(copies))
+    return evaluate(copies[0], test, limit=limit)
 
 
 def _synchronous_step(model, opt, grads: GradientBuffer, node_batches) -> list[float]:

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import copy
 import time
 
 import torch
@@ -18,9 +19,10 @@ from ..data.batches import batch_indices, batches, step_count
 from ..runtime.context import report
 from ..runtime.launcher import launch
 from ..train import models
-from ..train.loop import evaluate, make_optimizer
+from ..train.loop import evaluate, evaluation_due, make_optimizer, midway_row
 from . import sync as synchronizers
-from .config import DPConfig, check_feasible, make_sampler, train_labels
+from .averaging import average_models
+from .config import DPConfig, check_feasible, make_sampler, steps_in_epoch, train_labels
 
 
 def _broadcast_from_rank0(model: torch.nn.Module) -> None:
@@ -35,8 +37,21 @@ def _step_range(my_steps: int) -> tuple[int, int]:
     return -int(t[0]), int(t[1])
 
 
+def _evaluate_midway(cfg: DPConfig, sync, test, rank: int, nodes: int) -> tuple[float, float] | None:
+    """Evaluate between two steps, every rank taking part: rank 0 evaluates (local SGD: the average of
+    the ranks' models, which they would reach if they averaged now) while the others wait."""
+    model = synchronizers.unwrap(sync.module)
+    if cfg.sync == "local":
+        model = copy.deepcopy(model)
+        average_models([model], nodes, dist.all_reduce)
+    result = evaluate(model, test, limit=cfg.test_subset) if rank == 0 else None
+    dist.barrier()
+    return result
+
+
 def train_worker(cfg: DPConfig, return_model: bool = False, progress: bool = True) -> dict:
-    """One rank's training loop. Rank 0 returns the per-epoch history; every rank its timings."""
+    """One rank's training loop. Rank 0 returns the history (a row per epoch, and one per evaluation
+    inside an epoch with ``eval_every``); every rank its timings."""
     rank, nodes = dist.get_rank(), dist.get_world_size()
     show = report if progress else (lambda **_: None)
     train = datasets.load(cfg.dataset)
@@ -47,20 +62,22 @@ def train_worker(cfg: DPConfig, return_model: bool = False, progress: bool = Tru
     sync = synchronizers.build(cfg.sync, model, make_optimizer(model, cfg), nodes, cfg.average_every)
     delay = cfg.straggler.get(rank, 0.0) / 1000.0
     test = datasets.load(cfg.dataset, train=False) if rank == 0 else None
-    history, wall = [], 0.0
+    history, wall, group_steps = [], 0.0, 0
     for epoch in range(cfg.epochs):
         sampler.set_epoch(epoch)
         order = sampler.indices()
         my_steps = step_count(len(order), cfg.batch_size)
         fewest, most = _step_range(my_steps)
-        steps = most if sync.pads_uneven else my_steps
+        group = steps_in_epoch(cfg, fewest, most)   # the epoch's optimizer steps (see DPConfig.epoch_end)
+        steps = group if sync.pads_uneven else min(my_steps, group)   # DDP: each rank its own, inside Join
+        uneven = min(fewest, group) != group
         sync.before_epoch(train.batch(batch_indices(order, 0, cfg.batch_size)) if my_steps else None)
         dist.barrier()
         comm_per_step = torch.zeros(steps, dtype=torch.float64)
-        compute = loss_sum = 0.0
+        compute = loss_sum = paused = 0.0
         done = 0
         start = time.perf_counter()
-        with sync.epoch(uneven=fewest != most):
+        with sync.epoch(uneven=uneven):
             for s, batch in enumerate(batches(train, order, cfg.batch_size, steps)):
                 if delay and batch is not None:
                     time.sleep(delay)
@@ -72,17 +89,25 @@ def train_worker(cfg: DPConfig, return_model: bool = False, progress: bool = Tru
                 if s % 25 == 0 or s == steps - 1:
                     show(epoch=epoch + 1, epochs=cfg.epochs, step=s + 1, total=steps,
                          loss=(loss_sum / done) if done else float("nan"))
+                if evaluation_due(group_steps + s + 1, cfg.eval_every) and s + 1 < min(steps, fewest):
+                    pause = time.perf_counter()   # every rank still has data here, so all of them are at step s
+                    result = _evaluate_midway(cfg, sync, test, rank, nodes)
+                    if rank == 0:
+                        history.append(midway_row(epoch + (s + 1) / group, group_steps + s + 1,
+                                                  wall + pause - start - paused, *result))
+                    paused += time.perf_counter() - pause
             comm_end = sync.end_epoch()
-        seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start - paused
+        group_steps += group
         stats = _gather_epoch_stats(seconds, compute, comm_per_step, comm_end, loss_sum, done,
-                                    len(order), sync.pads_uneven)
+                                    min(len(order), steps * cfg.batch_size), sync.pads_uneven)
         if rank == 0:
             wall += stats["epoch_seconds"]
             # never a DDP forward: that would synchronise with ranks that do not evaluate
             test_loss, test_acc = evaluate(synchronizers.unwrap(sync.module), test, limit=cfg.test_subset)
-            history.append({"epoch": epoch + 1, **stats, "wall_seconds": wall, "test_loss": test_loss,
-                            "test_acc": test_acc, "bytes_per_step": sync.bytes_per_step(),
-                            "samples_per_s": stats["samples"] / stats["epoch_seconds"]})
+            history.append({"epoch": epoch + 1, "step": group_steps, **stats, "wall_seconds": wall,
+                            "test_loss": test_loss, "test_acc": test_acc, "bytes_per_step": sync.bytes_per_step(),
+                            "samples_per_s": stats["samples"] / stats["epoch_seconds"], "end_of_epoch": True})
             show(epoch=epoch + 1, epochs=cfg.epochs, step=steps, total=steps, acc=test_acc)
         dist.barrier()  # other ranks wait for rank 0's evaluation outside the timed loop
     out = {"rank": rank, "history": history}
@@ -98,24 +123,32 @@ def _all_gather(tensor: torch.Tensor, nodes: int) -> torch.Tensor:
     return out.view(nodes, -1)
 
 
+def split_waiting(comm_per_step: torch.Tensor, padded: bool = True) -> tuple[float, float]:
+    """(communication, waiting) seconds summed over steps, from every rank's per-step collective times
+    (every rank calls it). In a blocking collective the last rank to arrive waits for nobody, so the
+    minimum over ranks of a step's collective time is its communication, and the rest, on each rank,
+    is waiting (mean over ranks). Unpadded (DDP): ranks may take different numbers of steps and the
+    per-step time is an estimate that overlaps backward, so it all counts as communication."""
+    nodes = dist.get_world_size()
+    if not padded:
+        return _all_gather(torch.tensor([comm_per_step.sum().item()], dtype=torch.float64), nodes).mean().item(), 0.0
+    if not comm_per_step.numel():
+        return 0.0, 0.0
+    per_step = _all_gather(comm_per_step, nodes)
+    least = per_step.min(dim=0).values.sum().item()
+    return least, (per_step.sum(dim=1) - least).mean().item()
+
+
 def _gather_epoch_stats(seconds, compute, comm_per_step, comm_end, loss_sum, batches_done, samples,
                         padded) -> dict:
-    """Combine every rank's timings. Waiting is separated from communication per step: in a
-    blocking collective the last rank to arrive waits for nobody, so the minimum over ranks of a
-    step's collective time is its communication and the rest, on each rank, is waiting."""
+    """Combine every rank's timings into the epoch's row (see ``split_waiting`` for comm and wait)."""
     nodes = dist.get_world_size()
-    local = torch.tensor([seconds, compute, comm_per_step.sum().item() + comm_end, loss_sum, batches_done,
-                          samples], dtype=torch.float64)
-    every = _all_gather(local, nodes)
-    if padded and comm_per_step.numel():
-        per_step = _all_gather(comm_per_step, nodes)
-        comm = per_step.min(dim=0).values.sum().item() + comm_end
-        wait = (per_step.sum(dim=1) - per_step.min(dim=0).values.sum()).mean().item()
-    else:  # ddp: communication is estimated per step and overlaps; waiting is not separable
-        comm, wait = every[:, 2].mean().item(), 0.0
+    every = _all_gather(torch.tensor([seconds, compute, loss_sum, batches_done, samples], dtype=torch.float64), nodes)
+    comm, wait = split_waiting(comm_per_step, padded)
+    comm += comm_end
     return {"epoch_seconds": every[:, 0].max().item(), "compute_s": every[:, 1].mean().item(),
-            "comm_s": comm, "wait_s": wait, "train_loss": (every[:, 3].sum() / every[:, 4].sum()).item(),
-            "samples": int(every[:, 5].sum().item()),
+            "comm_s": comm, "wait_s": wait, "train_loss": (every[:, 2].sum() / every[:, 3].sum()).item(),
+            "samples": int(every[:, 4].sum().item()),
             "compute_s_per_rank": [round(v, 4) for v in every[:, 1].tolist()]}
 
 
@@ -125,7 +158,7 @@ def run(cfg: DPConfig, progress: bool = True, save: bool = True, log=print, retu
     outs = launch(train_worker, cfg.nodes, cfg, return_model, progress, threads=cfg.torch_threads,
                   timeout=cfg.timeout)
     root = next(o for o in outs if o["rank"] == 0)
-    for row in root["history"]:
+    for row in (r for r in root["history"] if r["end_of_epoch"]):
         log(f"epoch {row['epoch']}/{cfg.epochs}  train loss {row['train_loss']:.4f}  test acc {row['test_acc']:.2f} %"
             f"  {row['epoch_seconds']:.1f} s  {row['samples_per_s']:.0f} samples/s  compute {row['compute_s']:.1f} s"
             f"  comm {row['comm_s']:.1f} s  wait {row['wait_s']:.1f} s")

@@ -176,17 +176,18 @@ def best_split(profile: pd.DataFrame) -> int:
     return int(np.argmin(np.maximum(stage1, 1 - stage1))) + 1
 
 
-def comparison(single: list[dict], runs: dict[str, list[dict]], model: str = "lenet5", batch_size: int = 32) -> pd.DataFrame:
-    """One row per way of training: the single process, data parallelism's communication (2 nodes,
-    computed from the parameter count; its time and accuracy are measured in notebook 03), and
-    each model-parallel run (``runs``: name -> result rows). Times and accuracy are the last epoch's."""
-    last = single[-1]
+def comparison(single: list[dict], data_parallel: list[dict], runs: dict[str, list[dict]], model: str = "lenet5",
+               batch_size: int = 32) -> pd.DataFrame:
+    """One row per way of training: the single process, data parallelism on 2 nodes (its rows; bytes from
+    the parameter count, every node's all-reduce traffic together), and each model-parallel run
+    (``runs``: name -> result rows). Times and accuracy are the last epoch's."""
+    last, dp_last = single[-1], data_parallel[-1]
     dp = data_parallel_bytes(model, nodes=2)
     table = [{"training": "single machine", "processes": 1, "wall s": last["wall_seconds"], "test acc %": last["test_acc"],
               "samples/s": last["samples_per_s"], "bytes per step": 0, "bytes per sample": 0.0},
-             {"training": "data parallel, 2 nodes (gradient bytes)", "processes": 2, "wall s": np.nan,
-              "test acc %": np.nan, "samples/s": np.nan, "bytes per step": dp["dp_bytes_per_step"],
-              "bytes per sample": dp["dp_bytes_per_step"] / (2 * batch_size)}]
+             {"training": "data parallel, 2 nodes (all-reduce)", "processes": 2, "wall s": dp_last["wall_seconds"],
+              "test acc %": dp_last["test_acc"], "samples/s": dp_last["samples_per_s"],
+              "bytes per step": dp["dp_bytes_per_step"], "bytes per sample": dp["dp_bytes_per_step"] / (2 * batch_size)}]
     for name, rows in runs.items():
         r = rows[-1]
         table.append({"training": name, "processes": 3, "wall s": r["wall_seconds"], "test acc %": r["test_acc"],

@@ -14,7 +14,7 @@ from ..data import datasets
 from ..data.batches import batches, epoch_order, step_count
 from ..errors import LabError
 from ..runtime.context import rank, report
-from ..train.loop import evaluate
+from ..train.loop import evaluate, evaluation_due, midway_row
 from .config import ROLES, MPConfig
 from .driver import make_driver
 from .parts import assemble, merge_parts
@@ -34,25 +34,36 @@ class Train:
         train, test = datasets.load(cfg.dataset, train=True), datasets.load(cfg.dataset, train=False)
         n = min(cfg.train_subset, len(train)) if cfg.train_subset else len(train)
         steps = step_count(n, cfg.batch_size)
-        history, events = [], []
+        history, events, wall, done = [], [], 0.0, 0
         for epoch in range(cfg.epochs):
             order = epoch_order(n, cfg.seed, epoch)
-            start, loss_sum = time.perf_counter(), 0.0
+            start, paused, loss_sum = time.perf_counter(), 0.0, 0.0
             for step, (x, y) in enumerate(batches(train, order, cfg.batch_size)):
                 loss = driver.step(x, y)
-                loss_sum += loss
+                loss_sum, done = loss_sum + loss, done + 1
                 if self.progress and (step % 20 == 0 or step == steps - 1):
                     report(epoch=epoch + 1, step=step + 1, total=steps, loss=loss)
-            seconds = time.perf_counter() - start
+                if evaluation_due(done, cfg.eval_every) and step + 1 < steps:
+                    pause = time.perf_counter()
+                    history.append(midway_row(epoch + (step + 1) / steps, done, wall + pause - start - paused,
+                                              *self.evaluate(driver, test)))
+                    paused += time.perf_counter() - pause
+            seconds = time.perf_counter() - start - paused
+            wall += seconds
             events.append(driver.take_events())
-            model = assemble(cfg.model, cfg.seed, cfg.at, cfg.horizontal, driver.states())
-            test_loss, test_acc = evaluate(model, test, limit=cfg.test_subset)
+            test_loss, test_acc = self.evaluate(driver, test)
             if self.progress:
                 report(epoch=epoch + 1, step=steps, total=steps, acc=test_acc)
-            history.append({"epoch": epoch + 1, "train_loss": loss_sum / steps, "test_loss": test_loss,
-                            "test_acc": test_acc, "epoch_seconds": seconds, "samples_per_s": n / seconds,
-                            "step_ms": 1e3 * seconds / steps, "steps": steps, "train_size": n})
+            history.append({"epoch": epoch + 1, "step": done, "train_loss": loss_sum / steps, "test_loss": test_loss,
+                            "test_acc": test_acc, "epoch_seconds": seconds, "wall_seconds": wall, "samples_per_s": n / seconds,
+                            "step_ms": 1e3 * seconds / steps, "steps": steps, "train_size": n, "end_of_epoch": True})
         return {"history": history, "events": events}
+
+    def evaluate(self, driver, test) -> tuple[float, float]:
+        """The whole model, put together from the parts' current parameters, on the test set."""
+        cfg = self.cfg
+        model = assemble(cfg.model, cfg.seed, cfg.at, cfg.horizontal, driver.states())
+        return evaluate(model, test, limit=cfg.test_subset)
 
 
 def first_batches(cfg: MPConfig, count: int) -> list:

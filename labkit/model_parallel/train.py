@@ -51,22 +51,21 @@ def run(cfg: MPConfig, progress: bool = True, save: bool = True, log=print) -> M
     """Train with the model split over three processes; print and return one row per epoch
     (appended to results/mp.csv) and the events behind the timeline."""
     out = _launch([Train(cfg, progress)])[0]
-    frames, history, wall = [], [], 0.0
+    frames, history = [], out["history"]
     dp = analysis.data_parallel_bytes(cfg.model)
-    for row, raw in zip(out["history"], out["events"]):
+    epochs = [row for row in history if row["end_of_epoch"]]
+    for row, raw in zip(epochs, out["events"]):
         frame = analysis.events_frame(raw, epoch=row["epoch"])
         frames.append(frame)
-        wall += row["epoch_seconds"]
-        history.append({**row, "wall_seconds": wall, "split_at": cfg.at,
-                        **analysis.summarize(frame, row["epoch_seconds"], cfg.horizontal), **dp})
-    for row in history:
+        row.update({"split_at": cfg.at, **analysis.summarize(frame, row["epoch_seconds"], cfg.horizontal), **dp})
+    for row in epochs:
         log(f"epoch {row['epoch']}/{cfg.epochs}  train loss {row['train_loss']:.4f}  test acc {row['test_acc']:.2f} %  "
             f"{row['epoch_seconds']:.1f} s  {row['samples_per_s']:.0f} samples/s  step {row['step_ms']:.2f} ms  "
             f"idle w1 {row['worker1_idle_frac']:.0%} w2 {row['worker2_idle_frac']:.0%}")
     rows = results.run_rows(cfg, history, kind="mp", threads_used=cfg.torch_threads)
     if save:
         path = results.append(rows, "mp")
-        log(f"wall time {wall:.1f} s; results appended to {path}")
+        log(f"wall time {epochs[-1]['wall_seconds']:.1f} s; results appended to {path}")
     return MPRun(cfg, rows, pd.concat(frames, ignore_index=True))
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..data.measures import label_skew, membership
 from ..data_parallel import run as run_data_parallel
-from ..data_parallel.config import DPConfig, make_all_samplers, train_labels
+from ..data_parallel.config import DPConfig, make_all_samplers, steps_in_epoch, train_labels
 from ..data_parallel.simulate import simulate
 from ..errors import LabError
 from . import sweep
@@ -28,8 +28,13 @@ SKEWS = (IID, {"partition": "sorted"}, {"partition": "label_k", "k": 1}, {"parti
          {"partition": "dirichlet", "alpha": 1.0}, {"partition": "quantity", "beta": 0.5})
 TRAININGS = ({"sync": "allreduce"}, {"sync": "local", "local_steps": 50}, {"sync": "local", "local_steps": "epoch"})
 NORM_MODELS = ("lenet5", "lenet5_bn", "lenet5_gn")
-NIID_PARTITIONS = (IID, {"partition": "dirichlet", "alpha": 0.5}, {"partition": "label_k", "k": 2},
+# NIID-Bench's #C=2 draws each node's second class at random (label_k pairs nodes up); with one class
+# per node the two are the same: node p holds one class, all classes held.
+NIID_PARTITIONS = (IID, {"partition": "dirichlet", "alpha": 0.5}, {"partition": "label_k_random", "k": 2},
                    {"partition": "label_k", "k": 1})
+# Equal node sizes (iid, sorted, shards) against unequal ones (label_k k=1, dirichlet, quantity).
+TAIL_PARTITIONS = (IID, {"partition": "sorted"}, {"partition": "shards", "k": 2}, {"partition": "label_k", "k": 1},
+                   {"partition": "dirichlet", "alpha": 1.0}, {"partition": "quantity", "beta": 1.0})
 
 
 # ---------------------------------------------------------------- the four grids
@@ -45,6 +50,16 @@ def skew_grid(nodes: int = 10, train_subset: int = 20000, epochs: int = 1, parti
     """Experiment 2: IID and non-IID partitions under all-reduce every step and under local SGD."""
     return [DPConfig(nodes=nodes, train_subset=train_subset, epochs=epochs, **part, **sync, **fields)
             for sync in trainings for part in partitions]
+
+
+def tail_grid(nodes: int = 10, train_subset: int = 20000, epochs: int = 1, equal_steps: int = 55,
+              partitions=TAIL_PARTITIONS, sync: str = "allreduce", **fields) -> list[DPConfig]:
+    """Experiment 2b, the controlled comparison: all-reduce on equal-size and unequal-size partitions,
+    with the epoch going on while any node has data (today's rule), ending when the first node runs
+    out, and ending after ``equal_steps`` optimizer steps for every partition."""
+    endings = ({"epoch_end": "longest"}, {"epoch_end": "shortest"}, {"epoch_steps": equal_steps})
+    return [DPConfig(nodes=nodes, sync=sync, train_subset=train_subset, epochs=epochs, **part, **end, **fields)
+            for end in endings for part in partitions]
 
 
 def norm_grid(nodes: int = 10, train_subset: int = 12000, epochs: int = 2, skewed=({"partition": "sorted"},),
@@ -64,22 +79,26 @@ def niid_grid(nodes: int = 10, train_subset: int = 10000, rounds: int = 4, parti
 # ---------------------------------------------------------------- running
 
 def measures(cfg: DPConfig) -> tuple[dict, list[float]]:
-    """What the nodes hold: coverage per epoch and over the run, label skew, node-size imbalance,
-    and the tail (steps at the end of an epoch in which some nodes have run out of data)."""
+    """What the nodes hold and use: coverage per epoch and over the run, label skew, node-size imbalance,
+    and the tail (steps at the end of an epoch in which some nodes have run out of data; none when the
+    epoch ends with the shortest node, which leaves the longer nodes' last samples unused instead)."""
     labels = train_labels(cfg)
     node_samplers = make_all_samplers(cfg, labels)
+    sizes = np.array([len(s) for s in node_samplers])
+    node_steps = np.ceil(sizes / cfg.batch_size).astype(int)
+    steps = steps_in_epoch(cfg, int(node_steps.min()), int(node_steps.max()))
+    used = steps * cfg.batch_size
     seen, coverage, skew = np.zeros(len(labels), dtype=bool), [], float("nan")
     for epoch in range(cfg.epochs):
-        parts = [s.indices(epoch).numpy() for s in node_samplers]
+        parts = [s.indices(epoch).numpy()[:used] for s in node_samplers]
         coverage.append(membership(parts, len(labels))["coverage"])
         for part in parts:
             seen[part] = True
         if epoch == 0:
             skew = label_skew(labels.numpy(), parts)
-    sizes = np.array([len(s) for s in node_samplers])
-    steps = np.ceil(sizes / cfg.batch_size)
     return {"coverage": float(np.mean(coverage)), "coverage_run": float(seen.mean()), "label_skew": skew,
-            "size_imbalance": float(sizes.max() / sizes.mean()), "tail_steps": int(steps.max() - steps.min())}, coverage
+            "size_imbalance": float(sizes.max() / sizes.mean()), "steps_per_epoch": steps,
+            "tail_steps": int(steps - min(node_steps.min(), steps))}, coverage
 
 
 @sweep.keyed("labkit.impact.simulated_run")  # the name the first results were recorded under: keep it
@@ -101,16 +120,18 @@ def run(configs, seeds=(0, 1, 2), workers: int = 2, table: str = TABLE, progress
 
 
 def labelled(runs: pd.DataFrame) -> pd.DataFrame:
-    """Add ``setting`` (partition and its parameter) and ``training`` (how the nodes synchronise)."""
+    """Add ``setting`` (partition and its parameter), ``training`` (how the nodes synchronise) and
+    ``ending`` (how an epoch ends when nodes hold unequal shares)."""
     if runs.empty:
         return runs
-    return runs.assign(setting=runs.apply(setting, axis=1), training=runs.apply(training, axis=1))
+    return runs.assign(setting=runs.apply(setting, axis=1), training=runs.apply(training, axis=1),
+                       ending=runs.apply(ending, axis=1))
 
 
 def setting(row) -> str:
     part = row["partition"]
-    if part == "label_k":
-        return f"label_k k={int(row['k'])}"
+    if part in ("label_k", "label_k_random"):
+        return f"{part} k={int(row['k'])}"
     if part == "dirichlet":
         return f"dirichlet α={float(row['alpha']):g}"
     if part == "quantity":
@@ -126,7 +147,15 @@ def training(row) -> str:
             "ddp": "DDP every step"}.get(row["sync"], str(row["sync"]))
 
 
-MEASURES = ("coverage", "coverage_run", "label_skew", "size_imbalance", "tail_steps")
+def ending(row) -> str:
+    """"longest node" (an epoch goes on while any node has data), "shortest node", or "N steps"."""
+    cap = row.get("epoch_steps", 0)
+    if isinstance(cap, (int, float)) and cap == cap and cap > 0:
+        return f"{int(cap)} steps"
+    return "shortest node" if row.get("epoch_end") == "shortest" else "longest node"
+
+
+MEASURES = ("coverage", "coverage_run", "label_skew", "size_imbalance", "steps_per_epoch", "tail_steps")
 
 
 def summary(done: sweep.Sweep, by=("setting", "training")) -> pd.DataFrame:

@@ -1,12 +1,15 @@
-"""The speed-up study of notebook 03: one training workload measured on single-process baselines
-and on N data-parallel workers, collected as one table with speed-up and efficiency.
+"""The speed-up study of notebook 03: one training workload on one process and on N data-parallel
+workers, measured interleaved (``labkit.studies.interleaved``), as one table with 95 % intervals.
 
 Fairness: N workers with 1 thread each are compared with one process using N threads (the same
-cores) as well as with one process on one thread. Every measurement is a real run. Speed runs
-evaluate on the first ``test_subset`` test images only (1,000 by default): evaluation is not timed,
-and on the whole test set it took cnn longer than its timed training.
+cores) as well as with one process on one thread. A speed-up is the mean over rounds of the ratio of
+two setups' samples/s in the same round; its interval comes from the spread of those ratios.
+Synchronous modes (ddp, allreduce, allgather) compute exactly what one process computes on the
+global batch; local SGD is another algorithm, so it is kept apart (``kind``).
 """
 from __future__ import annotations
+
+import math
 
 import pandas as pd
 
@@ -14,80 +17,118 @@ from .. import results
 from ..collectives.costmodel import speedup_table
 from ..data_parallel import DPConfig
 from ..data_parallel import run as run_data_parallel
-from ..train import models, single
+from ..runtime.launcher import launch
+from ..runtime.progress import bar as progress_bar
+from ..train import models
+from . import stats
+from .interleaved import run_blocks, setups
 
 QUIET = dict(progress=False, save=False, log=lambda *_: None)
+SYNCHRONOUS = ("ddp", "allreduce", "allgather")
+KINDS = {"none": "one process", "local": "local SGD"}
 
 
-def _single(model, batch_size, samples, threads, seed, test_subset) -> dict:
-    cfg = single.SingleConfig(model=model, batch_size=batch_size, epochs=1, threads=threads,
-                              train_subset=samples, test_subset=test_subset, seed=seed)
-    row = single.run(cfg, **QUIET)[0]
-    return {"setup": f"1 process x {threads} thread{'s' * (threads > 1)}", "sync": "none", "workers": 1,
-            "cores": threads, "samples_per_s": row["samples_per_s"], "epoch_seconds": row["epoch_seconds"],
-            "compute_s": row["epoch_seconds"], "comm_s": 0.0, "wait_s": 0.0, "bytes_per_step": 0.0,
-            "test_acc": row["test_acc"]}
+def kind_of(sync: str) -> str:
+    """"one process", "synchronous" or "local SGD"."""
+    return KINDS.get(sync, "synchronous")
 
 
-def _parallel(model, batch_size, samples, nodes, sync, seed, test_subset, straggler=None) -> dict:
-    cfg = DPConfig(model=model, batch_size=batch_size, nodes=nodes, sync=sync, epochs=1, train_subset=samples,
-                   test_subset=test_subset, seed=seed, straggler=straggler or {})
-    row = run_data_parallel(cfg, **QUIET)[0]
-    keep = ("samples_per_s", "epoch_seconds", "compute_s", "comm_s", "wait_s", "bytes_per_step", "test_acc")
-    return {"setup": f"{nodes} worker{'s' * (nodes > 1)} {sync}", "sync": sync, "workers": nodes,
-            "cores": nodes, **{k: row[k] for k in keep}}
+def measure(model: str = "lenet5", batch_size: int = 32, nodes=(2, 4), syncs=("ddp", "allreduce"), rounds: int = 6,
+            block: int = 60, seed: int = 0, table: str | None = "scaling", progress: bool = True) -> pd.DataFrame:
+    """For each N in ``nodes``, one launch of N workers measuring one process (1 and N threads) and N
+    workers in each sync mode, ``rounds`` interleaved rounds of ``block`` steps each.
 
-
-def measure(model: str = "lenet5", batch_size: int = 32, nodes=(1, 2, 4), syncs=("ddp",), samples: int = 9600,
-            seed: int = 0, table: str | None = "scaling", progress: bool = True,
-            test_subset: int = 1000) -> pd.DataFrame:
-    """Baselines (1 thread, and N threads for each N) and N workers per sync mode, on ``samples`` samples.
-
-    Adds ``speedup`` (over 1 process x 1 thread) and ``efficiency`` (speed-up per core) and appends
-    the rows to ``results/<table>.csv`` unless ``table`` is None.
+    One row per setup: median samples/s; ``speedup`` over 1 process x 1 thread and ``vs_threads``
+    over 1 process x N threads (means of per-round ratios) with ``*_ci95`` half-widths; efficiency;
+    per step and worker the compute, communication and waiting milliseconds; bytes sent per step.
+    Rows are appended to ``results/<table>.csv`` unless ``table`` is None.
     """
-    from tqdm.auto import tqdm
-    jobs = [("single", 1, None)] + [("single", n, None) for n in nodes if n > 1]
-    jobs += [("dp", n, s) for s in syncs for n in nodes]
-    out = []
-    for kind, n, sync in tqdm(jobs, desc=f"{model} scaling", disable=not progress):
-        out.append(_single(model, batch_size, samples, n, seed, test_subset) if kind == "single"
-                   else _parallel(model, batch_size, samples, n, sync, seed, test_subset))
-    frame = with_speedup(pd.DataFrame(out).assign(model=model, batch_size=batch_size, samples=samples, seed=seed,
-                                                  test_subset=test_subset))
+    rows = []
+    counts = [n for n in nodes if n >= 2]
+    bar = progress_bar(total=len(counts), desc=f"{model} speed-up", disable=not progress)
+    for n in counts:
+        chosen = setups(n, syncs)
+        measured = launch(run_blocks, n, model, batch_size, chosen, rounds, block, seed, timeout=3600)[0]
+        one, same_cores = measured[chosen[0].name], measured[chosen[1].name]
+        for setup in chosen[(1 if rows else 0):]:   # 1 process x 1 thread once, from the first launch
+            rows.append(_row(setup, n, measured[setup.name], one, same_cores))
+        bar.update(1)
+    bar.close()
+    frame = pd.DataFrame(rows).assign(model=model, batch_size=batch_size, rounds=rounds, block=block, seed=seed)
     _save(frame, table)
     return frame
 
 
-def with_speedup(frame: pd.DataFrame) -> pd.DataFrame:
-    base = frame.loc[frame["setup"] == "1 process x 1 thread", "samples_per_s"].iloc[0]
-    frame = frame.copy()
-    frame["speedup"] = frame["samples_per_s"] / base
-    frame["efficiency"] = frame["speedup"] / frame["cores"]
-    return frame
+def _row(setup, launch_nodes: int, rounds: list[dict], one: list[dict], same_cores: list[dict]) -> dict:
+    def ratio_ci(base):
+        return stats.mean_ci([r["samples_per_s"] / b["samples_per_s"] for r, b in zip(rounds, base)])
+    speedup, speedup_ci = ratio_ci(one)
+    vs_threads, vs_threads_ci = ratio_ci(same_cores)
+    workers = 1 if setup.alone else launch_nodes
+    cores = setup.threads * workers
+    frame = pd.DataFrame(rounds)
+    return {"setup": setup.name, "kind": kind_of(setup.sync), "sync": setup.sync, "workers": workers,
+            "threads": setup.threads, "cores": cores, "samples_per_s": frame["samples_per_s"].median(),
+            "speedup": speedup, "speedup_ci95": speedup_ci, "vs_threads": vs_threads, "vs_threads_ci95": vs_threads_ci,
+            "efficiency": speedup / cores, "compute_ms": frame["compute_ms"].median(),
+            "comm_ms": frame["comm_ms"].median(), "wait_ms": frame["wait_ms"].median(),
+            "bytes_per_step": frame["bytes_per_step"].median()}
 
 
-def compute_vs_comm(tables, sync: str = "allreduce") -> pd.DataFrame:
-    """For each model's table: the 2-worker run's compute and communication seconds, their ratio and speed-up."""
+def best_synchronous(table: pd.DataFrame, workers: int = 2) -> pd.Series:
+    """The synchronous mode with the highest speed-up on ``workers`` workers."""
+    rows = table[(table["kind"] == "synchronous") & (table["workers"] == workers)]
+    return rows.loc[rows["speedup"].idxmax()]
+
+
+def verdict(table: pd.DataFrame, workers: int = 2) -> str:
+    """Did synchronous data parallelism beat one process with the same cores? Said only where the 95 %
+    interval of the ratio excludes 1, with the compute and communication per step that explain it."""
+    best = best_synchronous(table, workers)
+    one = table[(table["kind"] == "one process") & (table["threads"] == 1)].iloc[0]
+    low, high = best["vs_threads"] - best["vs_threads_ci95"], best["vs_threads"] + best["vs_threads_ci95"]
+    if not math.isfinite(best["vs_threads_ci95"]):
+        outcome = "cannot be told apart from it: measure more than one round"
+    elif low > 1:
+        outcome = "beat it"
+    elif high < 1:
+        outcome = "lost to it"
+    else:
+        outcome = "did not differ from it beyond the noise"
+    return (f"{best['model']}: the best synchronous mode on {workers} workers ({best['sync']}) ran "
+            f"{stats.format_ci(best['vs_threads'], best['vs_threads_ci95'])}x as fast as one process with "
+            f"{workers} threads, so it {outcome} (95 % interval over {int(best['rounds'])} rounds). A step computes "
+            f"{one['compute_ms']:.1f} ms on one thread; its gradient exchange costs {best['comm_ms']:.2f} ms of "
+            f"communication and {best['wait_ms']:.2f} ms of waiting per worker, "
+            f"{(best['comm_ms'] + best['wait_ms']) / max(best['compute_ms'], 1e-9):.0%} of the worker's compute.")
+
+
+def compute_vs_comm(tables, sync: str = "allreduce", workers: int = 2) -> pd.DataFrame:
+    """For each model's table: the N-worker run's compute and communication per step, their ratio and speed-up."""
     rows = pd.concat(tables)
-    rows = rows[(rows["workers"] == 2) & (rows["sync"] == sync)].copy()
-    rows["compute_per_comm"] = rows["compute_s"] / rows["comm_s"].clip(lower=1e-9)
-    return rows[["model", "setup", "speedup", "efficiency", "compute_s", "comm_s", "compute_per_comm"]]
+    rows = rows[(rows["workers"] == workers) & (rows["sync"] == sync)].copy()
+    rows["compute_per_comm"] = rows["compute_ms"] / (rows["comm_ms"] + rows["wait_ms"]).clip(lower=1e-9)
+    return rows[["model", "setup", "speedup", "speedup_ci95", "compute_ms", "comm_ms", "wait_ms", "compute_per_comm"]]
 
 
-def projection(tables, alpha: float, nodes=(2, 4, 8, 16, 32, 64), gbits=(1, 10, 100)):
-    """Alpha-beta speed-up predictions (weak scaling, ring all-reduce, no overlap) for each model's table.
+DATACENTRE_ALPHA = 10e-6   # seconds per message on a datacentre network (a few µs of wire, plus the stack)
 
-    Compute per step comes from the table's 1-process x 1-thread run, gradient bytes from the model.
-    Returns (predicted, measured): measured are the table's all-reduce runs, speed-up over 1 thread.
-    """
+
+def projection(tables, alphas: dict, nodes=(2, 4, 8, 16, 32, 64), gbits=(1, 10, 100)):
+    """Alpha-beta speed-up predictions for each model's table and each latency in ``alphas``
+    ({"measured here": seconds, "datacentre": seconds}). Assumes weak scaling (every node keeps its batch,
+    so N nodes do N times the work per step), a ring all-reduce, and no overlap of compute with
+    communication. Compute per step comes from the table's 1-process x 1-thread run, gradient bytes from
+    the model. Returns (predicted, measured): measured are the table's all-reduce rows."""
     predicted, measured = [], []
     for table in tables:
         one = table[table["setup"] == "1 process x 1 thread"].iloc[0]
-        step = one["compute_s"] / (one["samples"] / one["batch_size"])
+        step = one["compute_ms"] / 1e3
         grad_bytes = 4 * models.count_parameters(models.build(one["model"]))
-        predicted.append(speedup_table(step, grad_bytes, alpha=alpha, nodes=nodes, gbits=gbits)
-                         .assign(model=one["model"], step_ms=step * 1e3, grad_mb=grad_bytes / 1e6))
+        for latency, alpha in alphas.items():
+            predicted.append(speedup_table(step, grad_bytes, alpha=alpha, nodes=nodes, gbits=gbits)
+                             .assign(model=one["model"], step_ms=step * 1e3, grad_mb=grad_bytes / 1e6,
+                                     latency=latency, alpha_us=alpha * 1e6))
         measured.append(table[table["sync"] == "allreduce"])
     return pd.concat(predicted, ignore_index=True), pd.concat(measured, ignore_index=True)
 
@@ -96,13 +137,17 @@ def straggler_study(delays_ms=(0, 10, 30), nodes: int = 2, sync: str = "allreduc
                     batch_size: int = 32, samples: int = 6400, seed: int = 0, table: str | None = "straggler",
                     progress: bool = True, test_subset: int = 1000) -> pd.DataFrame:
     """The same run with rank ``nodes-1`` delayed by each of ``delays_ms`` per step."""
-    from tqdm.auto import tqdm
     out = []
-    for delay in tqdm(delays_ms, desc="straggler", disable=not progress):
-        row = _parallel(model, batch_size, samples, nodes, sync, seed, test_subset,
-                        {nodes - 1: float(delay)} if delay else None)
-        out.append({**row, "delay_ms": delay})
-    frame = pd.DataFrame(out).assign(model=model, batch_size=batch_size, samples=samples, seed=seed,
+    bar = progress_bar(total=len(delays_ms), desc="straggler", disable=not progress)
+    for delay in delays_ms:
+        cfg = DPConfig(model=model, batch_size=batch_size, nodes=nodes, sync=sync, epochs=1, train_subset=samples,
+                       test_subset=test_subset, seed=seed, straggler={nodes - 1: float(delay)} if delay else {})
+        row = run_data_parallel(cfg, **QUIET)[0]
+        out.append({"delay_ms": delay, **{k: row[k] for k in ("samples_per_s", "epoch_seconds", "compute_s",
+                                                              "comm_s", "wait_s", "samples")}})
+        bar.update(1)
+    bar.close()
+    frame = pd.DataFrame(out).assign(model=model, batch_size=batch_size, nodes=nodes, sync=sync, seed=seed,
                                      test_subset=test_subset)
     _save(frame, table)
     return frame

@@ -28,10 +28,13 @@ import pandas as pd
 
 from .. import results
 from ..errors import LabError
+from ..runtime.progress import bar as progress_bar
 from . import stats
 
 NOT_IN_KEY = ("timeout",)  # fields that cannot change a run's numbers
-KEYED_WHEN_SET = ("test_subset",)  # fields added later: at their default (0) the key stays what it was
+# Fields added after results were first recorded, with their defaults: at its default a field is left
+# out of the key, so every run recorded before it existed keeps its key.
+KEYED_WHEN_SET = {"test_subset": 0, "eval_every": 0, "epoch_end": "longest", "epoch_steps": 0}
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ def runner_name(runner) -> str:
 def run_key(config, runner) -> str:
     """A stable id for (config, runner): the same in every session, on every machine."""
     fields = {k: v for k, v in dataclasses.asdict(config).items()
-              if k not in NOT_IN_KEY and not (k in KEYED_WHEN_SET and not v)}
+              if k not in NOT_IN_KEY and not (k in KEYED_WHEN_SET and v == KEYED_WHEN_SET[k])}
     text = json.dumps({"runner": runner_name(runner), "config": fields}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -147,8 +150,7 @@ def sweep(configs, runner, *, seeds=(0, 1, 2), table: str = "sweep", workers: in
 
 
 def _execute(jobs, runner, workers, record, progress, desc) -> None:
-    from tqdm.auto import tqdm
-    bar = tqdm(total=len(jobs), desc=desc, disable=not progress or not jobs)
+    bar = progress_bar(total=len(jobs), desc=desc, disable=not progress or not jobs)
     try:
         if workers == 1 or not jobs:
             for job in jobs:

@@ -28,6 +28,8 @@ class TrainConfig:
     threads: int = field(default=1, metadata={"help": "torch threads per process; 0 means all cores"})
     train_subset: int = field(default=0, metadata={"help": "use only the first N training samples; 0 = all"})
     test_subset: int = field(default=0, metadata={"help": "evaluate on the first N test images; 0 = all"})
+    eval_every: int = field(default=0, metadata={"help": "also evaluate every N optimizer steps (untimed), for "
+                                                         "accuracy over time; 0 = at the end of each epoch only"})
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -41,7 +43,7 @@ class TrainConfig:
             raise LabError(f"lr must be positive, got {self.lr}.")
         if not 0 <= self.momentum < 1:
             raise LabError(f"momentum must be in [0, 1), got {self.momentum}.")
-        for name in ("threads", "train_subset", "test_subset"):
+        for name in ("threads", "train_subset", "test_subset", "eval_every"):
             if getattr(self, name) < 0:
                 raise LabError(f"{name} must be 0 or positive, got {getattr(self, name)}.")
 

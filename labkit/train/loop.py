@@ -1,4 +1,5 @@
-"""The pieces every training loop shares: the optimizer, one forward and backward pass, evaluation."""
+"""The pieces every training loop shares: the optimizer, one forward and backward pass, evaluation,
+and the rows an evaluation inside an epoch adds to a run's history (``eval_every``)."""
 from __future__ import annotations
 
 import torch
@@ -16,6 +17,18 @@ def forward_backward(model: torch.nn.Module, batch) -> float:
     loss = F.cross_entropy(model(x), y)
     loss.backward()
     return loss.item()
+
+
+def evaluation_due(step: int, every: int) -> bool:
+    """Whether global optimizer step ``step`` (counted from 1) ends with an evaluation (``eval_every``)."""
+    return every > 0 and step % every == 0
+
+
+def midway_row(epochs_done: float, step: int, wall: float, loss: float, acc: float) -> dict:
+    """The history row of an evaluation inside an epoch. ``epoch`` counts epochs done, as a fraction
+    (1.25: a quarter into the second); ``wall_seconds`` is the training time so far (evaluation untimed)."""
+    return {"epoch": round(epochs_done, 4), "step": step, "wall_seconds": wall, "test_loss": loss,
+            "test_acc": acc, "end_of_epoch": False}
 
 
 @torch.no_grad()

@@ -130,3 +130,24 @@ def stages(model: StagedModel, at: int | None = None) -> tuple[nn.Sequential, nn
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def flops_per_sample(model: nn.Module, shape=(1, 28, 28)) -> int:
+    """Multiply-adds of one forward pass of one sample through the convolutions and linear layers
+    (the work that dominates; backward costs about twice as much again)."""
+    total = [0]
+
+    def count(layer, inputs, output):
+        if isinstance(layer, nn.Conv2d):
+            per_output = layer.in_channels // layer.groups * layer.kernel_size[0] * layer.kernel_size[1]
+            total[0] += output[0].numel() * per_output
+        elif isinstance(layer, nn.Linear):
+            total[0] += layer.in_features * layer.out_features
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *shape))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total[0]

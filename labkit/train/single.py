@@ -9,15 +9,15 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from .. import results
 from ..data import datasets
 from ..data.batches import batches, epoch_order, step_count
 from ..runtime.group import prepare_process
+from ..runtime.progress import bar as progress_bar
 from . import models
 from .config import TrainConfig
-from .loop import evaluate, forward_backward, make_optimizer
+from .loop import evaluate, evaluation_due, forward_backward, make_optimizer, midway_row
 
 
 @dataclass(frozen=True)
@@ -38,27 +38,32 @@ def run(cfg: SingleConfig, progress: bool = True, save: bool = True, log=print) 
     model = models.build(cfg.model, seed=cfg.seed)
     opt = make_optimizer(model, cfg)
     steps = step_count(n, cfg.batch_size)
-    history, wall = [], 0.0
+    history, wall, done = [], 0.0, 0
     for epoch in range(cfg.epochs):
         order = epoch_order(n, cfg.seed, epoch)
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
+        bar = progress_bar(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
         model.train()
-        start, loss_sum = time.perf_counter(), 0.0
+        start, paused, loss_sum = time.perf_counter(), 0.0, 0.0
         for step, batch in enumerate(batches(train, order, cfg.batch_size)):
             opt.zero_grad(set_to_none=True)
             loss = forward_backward(model, batch)
             opt.step()
-            loss_sum += loss
+            loss_sum, done = loss_sum + loss, done + 1
             bar.update(1)
             if step % 100 == 0:
                 bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            if evaluation_due(done, cfg.eval_every) and step + 1 < steps:
+                pause = time.perf_counter()
+                history.append(midway_row(epoch + (step + 1) / steps, done, wall + pause - start - paused,
+                                          *evaluate(model, test, limit=cfg.test_subset)))
+                paused += time.perf_counter() - pause
         bar.close()
-        seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start - paused
         wall += seconds
         test_loss, test_acc = evaluate(model, test, limit=cfg.test_subset)
-        row = {"epoch": epoch + 1, "train_loss": loss_sum / steps, "test_loss": test_loss,
+        row = {"epoch": epoch + 1, "step": done, "train_loss": loss_sum / steps, "test_loss": test_loss,
                "test_acc": test_acc, "epoch_seconds": seconds, "wall_seconds": wall,
-               "samples_per_s": n / seconds}
+               "samples_per_s": n / seconds, "end_of_epoch": True}
         history.append(row)
         log(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f}  "
             f"test acc {test_acc:.2f} %  {seconds:.1f} s  {row['samples_per_s']:.0f} samples/s")

@@ -2,41 +2,43 @@
 aggregation costs, a straggler, and the alpha-beta projection to more nodes."""
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 
 from .base import axes, panels
 
 
 def speedup(table, ax=None, metric: str = "speedup"):
-    """Measured speed-up (or efficiency) against cores, per setup family, with the ideal line."""
+    """Measured speed-up (or efficiency) against cores with 95 % intervals: one process (N threads),
+    N synchronous workers per mode, and local SGD (another algorithm, dashed), with the ideal line."""
     fig, ax = axes(ax)
-    for sync, group in table[table["sync"] != "none"].groupby("sync"):
+    scale = (lambda rows: rows["cores"]) if metric == "efficiency" else (lambda rows: 1.0)
+    for (kind, sync), group in table.groupby(["kind", "sync"], sort=False):
         group = group.sort_values("cores")
-        ax.plot(group["cores"], group[metric], "o-", label=f"N workers x 1 thread ({sync})")
-    single = table[table["sync"] == "none"].sort_values("cores")
-    ax.plot(single["cores"], single[metric], "s--", color="black", label="1 process x N threads")
+        style = {"one process": ("s--", "black"), "local SGD": ("^:", None)}.get(kind, ("o-", None))
+        ax.errorbar(group["cores"], group["speedup"] / scale(group), yerr=group["speedup_ci95"].fillna(0) / scale(group),
+                    fmt=style[0], color=style[1], capsize=3,
+                    label={"one process": "1 process x N threads", "local SGD": "N workers, local SGD (other algorithm)"}
+                    .get(kind, f"N workers x 1 thread ({sync})"))
     cores = sorted(table["cores"].unique())
-    ideal = cores if metric == "speedup" else [1.0] * len(cores)
-    ax.plot(cores, ideal, ":", color="grey", label="ideal")
+    ax.plot(cores, cores if metric == "speedup" else [1.0] * len(cores), ":", color="grey", label="ideal")
     ax.set_xticks(cores)
     ax.set_xlabel("cores used (workers x threads)")
     ax.set_ylabel("speed-up over 1 process x 1 thread" if metric == "speedup" else "efficiency (speed-up / cores)")
-    ax.set_title(f"{table['model'].iloc[0]}: {metric}")
+    ax.set_title(f"{table['model'].iloc[0]}: {metric}, mean and 95 % interval over rounds")
     ax.legend(fontsize=8)
     return fig
 
 
-def time_breakdown(table, ax=None, per: str = "step"):
-    """Stacked bars: seconds of compute, communication and waiting, per training step, for each setup."""
+def time_breakdown(table, ax=None):
+    """Stacked bars: milliseconds of compute, communication and waiting per training step and worker."""
     fig, ax = axes(ax, (7, 4))
-    steps = table["samples"] / (table["batch_size"] * table["workers"])
-    scale = 1e3 / steps if per == "step" else 1.0
     bottom = np.zeros(len(table))
-    for column, colour in (("compute_s", "tab:blue"), ("comm_s", "tab:orange"), ("wait_s", "tab:red")):
-        values = (table[column] * scale).to_numpy()
-        ax.bar(table["setup"], values, bottom=bottom, color=colour, label=column.removesuffix("_s"))
+    for column, colour in (("compute_ms", "tab:blue"), ("comm_ms", "tab:orange"), ("wait_ms", "tab:red")):
+        values = table[column].to_numpy()
+        ax.bar(table["setup"], values, bottom=bottom, color=colour, label=column.removesuffix("_ms"))
         bottom += values
-    ax.set_ylabel("ms per step" if per == "step" else "seconds")
+    ax.set_ylabel("ms per step (median over rounds)")
     ax.set_title("where the time goes (per worker, mean over workers)")
     ax.tick_params(axis="x", rotation=30)
     ax.legend()
@@ -44,19 +46,45 @@ def time_breakdown(table, ax=None, per: str = "step"):
 
 
 def sync_cost(table, ax=None):
-    """Communication seconds and bytes per step of each sync mode at the same node count."""
+    """Communication milliseconds and bytes per step of each sync mode at the same node count."""
     fig, ax = axes(ax, (6, 4))
     rows = table[table["sync"] != "none"]
     x = np.arange(len(rows))
-    ax.bar(x, rows["comm_s"], color="tab:orange")
+    ax.bar(x, rows["comm_ms"], color="tab:orange")
     ax.set_xticks(x, rows["setup"], rotation=20)
-    ax.set_ylabel("communication seconds per epoch")
+    ax.set_ylabel("communication ms per step")
     twin = ax.twinx()
     twin.plot(x, rows["bytes_per_step"] / 1e6, "kD", label="MB sent per step per worker")
     twin.set_ylabel("MB sent per step per worker")
     twin.set_ylim(bottom=0)
     twin.legend(loc="upper left", fontsize=8)
     ax.set_title("cost of gradient aggregation")
+    return fig
+
+
+def time_to_accuracy(curves, ax=None):
+    """Test accuracy against training time for every method (each seed a line), the target as a
+    horizontal line, and where each method first reached it."""
+    fig, ax = axes(ax, (8, 4.5))
+    palette = plt.colormaps["tab10"]
+    target = curves["target"].iloc[0]
+    for i, (method, runs) in enumerate(curves.groupby("method", sort=False)):
+        colour = palette(i % 10)
+        for j, (_, run) in enumerate(runs.groupby("seed")):
+            run = run.sort_values("wall_seconds")
+            ax.plot(run["wall_seconds"], run["test_acc"], "-", color=colour, alpha=0.8, linewidth=1.2,
+                    label=method if j == 0 else None)
+            hit = run[run["test_acc"] >= target]
+            if len(hit):
+                ax.plot(hit["wall_seconds"].iloc[0], hit["test_acc"].iloc[0], "o", color=colour)
+    ax.axhline(target, color="grey", linestyle="--", linewidth=1)
+    low = max(curves["test_acc"].min(), target - 6)
+    ax.set_ylim(low, 100)
+    ax.set_xlabel("training seconds (evaluation not counted)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"time to {target:g} % test accuracy (dots: first evaluation at or above it)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
     return fig
 
 
@@ -73,17 +101,22 @@ def straggler(table, ax=None):
 
 
 def speedup_projection(predicted, measured=None, ax=None):
-    """Alpha-beta predictions of speed-up for more nodes at several link speeds, one panel per model,
-    with the speed-ups measured on this machine as stars."""
+    """Alpha-beta predictions of speed-up for more nodes at several link speeds and latencies (one line
+    style per latency), one panel per model, with the speed-ups measured on this machine as stars."""
     names = list(dict.fromkeys(predicted["model"]))
-    fig, grid = panels(ax, len(names), (6 * len(names), 4))
+    fig, grid = panels(ax, len(names), (6.5 * len(names), 4.5))
+    palette = plt.colormaps["tab10"]
     for ax, name in zip(grid, names):
         mine = predicted[predicted["model"] == name]
-        for gbit, group in mine.groupby("gbit"):
-            ax.plot(group["nodes"], group["speedup"], "o-", label=f"model, {gbit:g} Gbit/s")
+        gbits = list(dict.fromkeys(mine["gbit"]))
+        for style, (latency, lines) in zip(("o-", "s--", "^:"), mine.groupby("latency", sort=False)):
+            for gbit, group in lines.groupby("gbit"):
+                ax.plot(group["nodes"], group["speedup"], style, color=palette(gbits.index(gbit)), markersize=4,
+                        label=f"{gbit:g} Gbit/s, α = {group['alpha_us'].iloc[0]:.0f} µs ({latency})")
         points = measured[measured["model"] == name] if measured is not None else mine.iloc[:0]
         if len(points):
-            ax.plot(points["workers"], points["speedup"], "k*", markersize=12, label="measured here")
+            ax.errorbar(points["workers"], points["speedup"], yerr=points.get("speedup_ci95"), fmt="k*",
+                        markersize=12, capsize=3, label="measured here (all-reduce)")
         nodes = sorted(set(mine["nodes"]) | set(points.get("workers", [])))
         ax.plot(nodes, nodes, ":", color="grey", label="ideal")
         ax.set_xscale("log", base=2)
