@@ -134,3 +134,29 @@ def test_reference_run_reaches_98_percent():
     rows = data_parallel.run(DPConfig(), progress=False, save=False, log=lambda *_: None)
     assert [r["epoch"] for r in rows] == [1, 2]
     assert rows[-1]["test_acc"] >= 98.0
+
+
+def test_how_an_epoch_ends_with_unequal_shards():
+    """longest: the epoch runs while any node has data; shortest: it ends with the first node out of
+    data (no step with a node missing); epoch_steps caps every epoch at the same number of steps."""
+    base = dict(nodes=3, sync="allreduce", partition="quantity", beta=0.3, batch_size=8, train_subset=600,
+                epochs=1, threads=1, timeout=120)
+    sizes = [len(s) for s in make_all_samplers(DPConfig(**base), train_labels(DPConfig(**base)))]
+    steps = [-(-n // 8) for n in sizes]
+    longest, shortest, capped = (data_parallel.run(DPConfig(**base, **end), progress=False, save=False,
+                                                   log=lambda *_: None)[-1]
+                                 for end in ({}, {"epoch_end": "shortest"}, {"epoch_steps": 3}))
+    assert (longest["step"], longest["samples"]) == (max(steps), sum(sizes))
+    assert (shortest["step"], shortest["samples"]) == (min(steps), sum(min(n, min(steps) * 8) for n in sizes))
+    assert capped["step"] == 3 and capped["samples"] == sum(min(n, 24) for n in sizes)
+    with pytest.raises(LabError, match="unknown epoch_end 'middle'"):
+        DPConfig(epoch_end="middle")
+
+
+def test_evaluations_inside_an_epoch_are_untimed_rows_of_the_history():
+    cfg = _cfg(eval_every=2, test_subset=300)
+    rows = data_parallel.run(cfg, progress=False, save=False, log=lambda *_: None)
+    inside = [r for r in rows if not r["end_of_epoch"]]
+    assert [r["step"] for r in inside] == [2, 4] and [r["epoch"] for r in inside] == [0.4, 0.8]
+    assert all(0 < a["wall_seconds"] < b["wall_seconds"] for a, b in zip(inside, inside[1:] + rows[-1:]))
+    assert rows[-1]["end_of_epoch"] and rows[-1]["step"] == STEPS

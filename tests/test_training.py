@@ -127,3 +127,12 @@ def test_a_torn_last_line_loses_no_complete_row(tmp_path):
     assert results.load("t", tmp_path).empty
     results.append([{"run_id": "e", "acc": 5.5}], "t", tmp_path)
     assert results.load("t", tmp_path)["run_id"].tolist() == ["e"]
+
+
+def test_evaluations_inside_an_epoch_leave_the_training_unchanged():
+    cfg = single.SingleConfig(epochs=1, train_subset=320, threads=1, seed=2)
+    plain = single.run(cfg, progress=False, save=False, log=lambda *_: None)
+    watched = single.run(dataclasses.replace(cfg, eval_every=3, test_subset=200), progress=False, save=False,
+                         log=lambda *_: None)
+    assert [r["step"] for r in watched] == [3, 6, 9, 10] and [r["end_of_epoch"] for r in watched][-2:] == [False, True]
+    assert watched[-1]["train_loss"] == plain[-1]["train_loss"]   # evaluating changes nothing in training

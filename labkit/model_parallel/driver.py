@@ -9,7 +9,6 @@ layer's output neurons between the two workers instead.
 from __future__ import annotations
 
 import time
-import warnings
 
 import torch
 import torch.distributed.autograd as dist_autograd
@@ -37,9 +36,7 @@ class Driver:
         self.local = {p: build_part(cfg.model, cfg.seed, at, cfg.horizontal, p) for p in self.local_parts}
         params = [r for stage in self.stages.values() for r in call(stage, "parameter_rrefs")]
         params += [rpc.RRef(p) for module in self.local.values() for p in module.parameters()]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            self.optimizer = DistributedOptimizer(torch.optim.SGD, params, lr=cfg.lr, momentum=cfg.momentum)
+        self.optimizer = DistributedOptimizer(torch.optim.SGD, params, lr=cfg.lr, momentum=cfg.momentum)
         self.seq = 0
         self.master_events: list[tuple] = []   # (seq, phase, start, end, 0, 0); seq = step's first for OPT/STEP
 

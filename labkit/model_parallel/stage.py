@@ -8,9 +8,11 @@ are whole calls it waits on.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
-import warnings
+import traceback
+from dataclasses import dataclass
 
 import torch
 import torch.distributed.autograd as dist_autograd
@@ -24,18 +26,24 @@ PHASES = {FWD: "fwd", BWD: "bwd", OPT: "opt", STEP: "step"}
 TURN_TIMEOUT = 300.0               # seconds a backward micro-batch may wait for its turn on a stage
 
 
-def _quiet_optimizer_warning() -> None:
-    """DistributedOptimizer makes torch print a DeprecationWarning about TorchScript on every stage
-    worker, forced to "always" so filters cannot stop it; drop that one message, show all others."""
-    show = warnings.showwarning
-    if getattr(show, "labkit_quiet", False):
-        return
+def _no_warning(stacklevel: int = 0) -> None:
+    """Stands in for torch's TorchScript deprecation warning of the functional optimizers."""
 
-    def filtered(message, category, *args, **kwargs):
-        if "support for functional optimizers is deprecated" not in str(message):
-            show(message, category, *args, **kwargs)
-    filtered.labkit_quiet = True
-    warnings.showwarning = filtered
+
+def quiet_functional_optimizer_warning() -> None:
+    """``DistributedOptimizer`` builds a TorchScript functional optimizer on every process that owns
+    parameters, and torch warns that these are deprecated each time, inside
+    ``catch_warnings(simplefilter("always"))`` so that no filter can stop it (a replaced
+    ``warnings.showwarning`` is undone by torch's own warning filters in other threads). The lab
+    teaches DistributedOptimizer on purpose, so every process that drives or hosts a stage replaces
+    that one warning function with a silent one; every other warning still shows."""
+    import torch.distributed.optim  # noqa: F401  (imports the functional optimizers)
+    for name, module in list(sys.modules.items()):
+        if name.startswith("torch.distributed.optim.") and hasattr(module, "_scripted_functional_optimizer_deprecation_warning"):
+            module._scripted_functional_optimizer_deprecation_warning = _no_warning
+
+
+quiet_functional_optimizer_warning()
 
 
 class Stage(nn.Module):
@@ -45,7 +53,6 @@ class Stage(nn.Module):
     def __init__(self, name: str, model_name: str, seed: int, at: int, horizontal: bool, part: str,
                  fail: str = ""):
         super().__init__()
-        _quiet_optimizer_warning()
         self.name, self.fail = name, fail
         self.net = build_part(model_name, seed, at, horizontal, part)
         self._busy = threading.Lock()     # held while this stage computes
@@ -56,6 +63,8 @@ class Stage(nn.Module):
         """Compute this stage for micro-batch ``seq``; ``x`` is a tensor or an RRef to the previous
         stage's output (fetched here, straight from the worker that holds it)."""
         x = x.to_here() if hasattr(x, "to_here") else x
+        if isinstance(x, Failure):
+            return x   # the previous stage failed: pass its failure on to the master
         try:
             with self._busy:
                 return self._compute(seq, x)
@@ -120,17 +129,37 @@ class Stage(nn.Module):
         return {n: grads[p].clone() for n, p in self.net.named_parameters() if p in grads}
 
 
+@dataclass(frozen=True)
+class Failure:
+    """What a stage method raised, returned instead of raised. torch's RPC prints every exception raised
+    in a remote call on the callee's stderr (a 40-line traceback under the notebook cell, from a process
+    that did nothing wrong but report); returned, the master raises it once, with the stage's traceback."""
+
+    message: str
+    traceback: str
+
+
 def _call(rref: rpc.RRef, method: str, *args):
     """Run ``method`` on the object an RRef points to (on its owner): the RPC tutorials' helper."""
-    return getattr(rref.local_value(), method)(*args)
+    try:
+        return getattr(rref.local_value(), method)(*args)
+    except Exception as exc:  # noqa: BLE001 - reported to the master as a Failure, see above
+        return Failure(str(exc), traceback.format_exc())
+
+
+def checked(value):
+    """A stage's result, or its Failure raised as a RuntimeError naming the stage (the traceback follows)."""
+    if isinstance(value, Failure):
+        raise RuntimeError(f"{value.message}\n\n--- on the stage's worker ---\n{value.traceback}")
+    return value
 
 
 def call(rref: rpc.RRef, method: str, *args):
-    return rpc.rpc_sync(rref.owner(), _call, args=(rref, method, *args))
+    return checked(rpc.rpc_sync(rref.owner(), _call, args=(rref, method, *args)))
 
 
 def call_async(rref: rpc.RRef, method: str, *args) -> torch.futures.Future:
-    return rpc.rpc_async(rref.owner(), _call, args=(rref, method, *args))
+    return rpc.rpc_async(rref.owner(), _call, args=(rref, method, *args)).then(lambda done: checked(done.value()))
 
 
 def call_remote(rref: rpc.RRef, method: str, *args) -> rpc.RRef:

@@ -113,7 +113,7 @@ class Time:
 def explain(exc: Exception) -> str:
     """A stage's error as it arrives at the master, reduced to the line that names the stage."""
     text = str(exc)
-    named = re.search(r"^RuntimeError: ((?:stage|half) \d on worker\d failed: .*)$", text, re.MULTILINE)
+    named = re.search(r"^(?:RuntimeError: )?((?:stage|half) \d on worker\d failed: .*)$", text, re.MULTILINE)
     if named:
         return named.group(1).rstrip(". ")
     node = re.search(r"worker(\d)|Node (\d)", text)
@@ -141,7 +141,7 @@ def _on_master(task):
         driver = make_driver(task.cfg, task.cfg.at)
         return task(driver)
     except RuntimeError as exc:
-        raise LabError(f"{explain(exc)}. The master stopped the run.") from None
+        raise LabError(f"{explain(exc)}. The master stopped the run.") from exc   # the stage's traceback stays in the chain
     finally:
         if driver is not None:
             driver.close()

@@ -52,7 +52,7 @@ class LineBar:
 
     def __init__(self, total=None, desc: str = "", leave: bool = True, file=None, **_):
         self.total, self.desc, self.leave, self.n = total, desc, leave, 0
-        self.file, self.postfix, self.closed = file or sys.stdout, "", False
+        self.file, self.postfix, self.closed = file or sys.stderr, "", False
         self.started = self.printed = time.monotonic()
 
     def update(self, n: int = 1) -> None:
