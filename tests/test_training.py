@@ -2,6 +2,7 @@
 orders and result tables."""
 import dataclasses
 import os
+import re
 
 import pandas as pd
 import pytest
@@ -136,3 +137,12 @@ def test_evaluations_inside_an_epoch_leave_the_training_unchanged():
                          log=lambda *_: None)
     assert [r["step"] for r in watched] == [3, 6, 9, 10] and [r["end_of_epoch"] for r in watched][-2:] == [False, True]
     assert watched[-1]["train_loss"] == plain[-1]["train_loss"]   # evaluating changes nothing in training
+
+
+def test_progress_in_a_log_file_is_lines_not_carriage_return_frames():
+    """Output into a file or a pipe (`labkit run dp > log 2>&1`) gets whole lines, not tqdm's frames."""
+    proc = run_cli("run", "dp", "--no-save", "--epochs", "1", "--train-subset", "640", "--test-subset", "200")
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr + proc.stdout
+    assert re.search(r"^node 0 epoch 1: 10/10 \(\d+ s\)", proc.stderr, re.M), proc.stderr
+    assert "epoch 1/1  train loss" in proc.stdout

@@ -88,4 +88,22 @@ def summary(curves: pd.DataFrame) -> pd.DataFrame:
                      "seconds_min": min(seconds, default=math.nan), "seconds_max": max(seconds, default=math.nan),
                      "epochs_to_target": pd.Series([e for _, e in reached]).mean(),
                      "reached": f"{len(seconds)} of {len(reached)}", "final_acc": sum(finals) / len(finals)})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs["target"] = float(curves["target"].iloc[0]) if len(curves) else None
+    return table
+
+
+def verdict(reached: pd.DataFrame) -> list[str]:
+    """Which method reached the target first, and every other method's final accuracy, in words."""
+    hit = reached[reached["seconds_to_target"].notna()]
+    target = reached.attrs.get("target")
+    lines = []
+    if hit.empty:
+        lines.append("No method reached the target accuracy in this budget.")
+    else:
+        first = hit.loc[hit["seconds_to_target"].idxmin()]
+        lines.append(f"First to the target: {first['method']} after {first['seconds_to_target']:.1f} s "
+                     f"(range over seeds {first['seconds_min']:.1f}-{first['seconds_max']:.1f} s).")
+    lines += [f"{r.method}: final accuracy {r.final_acc:.2f} %, {r.reached} seeds reached the target"
+              + ("" if target is None else f" of {target:g} %") for r in reached.itertuples()]
+    return lines

@@ -86,14 +86,18 @@ def partition_overview(report, title=None, ax=None):
 def strategy_grid(reports: dict, cols: int = 5, ax=None):
     """One label-share heatmap per strategy (rows sum to 1), titled with its skew, for comparison."""
     rows = -(-len(reports) // cols)
-    fig, grid = panels(ax, len(reports), (3.2 * cols, 3.0 * rows), cols=cols)
+    fig, grid = panels(ax, len(reports), (3.2 * cols + 1, 3.0 * rows), cols=cols)
+    image = None
     for ax, (name, report) in zip(grid, reports.items()):
         shares = report.counts.to_numpy() / np.maximum(report.counts.to_numpy().sum(axis=1, keepdims=True), 1)
-        ax.imshow(shares, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+        image = ax.imshow(shares, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(f"{name}\nTV {report.summary['label_skew_tv']:.2f}, "
                      f"cov {report.summary['coverage']:.0%}", fontsize="medium")
         ax.set_xticks(range(shares.shape[1]), [str(c) for c in report.counts.columns], fontsize="x-small")
-        ax.set_yticks([])
+        _node_ticks(ax, shares.shape[0])
+        ax.tick_params(axis="y", labelsize="x-small")
+    if image is not None:
+        fig.colorbar(image, ax=grid, label="share of the node's samples", shrink=0.8)
     fig.supxlabel("class")
     fig.supylabel("node")
     return fig
