@@ -29,6 +29,10 @@ def test_runs_trains_compares_and_plots(executed):
     assert "epoch 1/1" in text and "test acc" in text
     for row in ("single machine", "data parallel, 2 nodes", "model parallel, 4 micro-batches"):
         assert row in text
+    comparison = next(o["data"]["text/plain"] for c in executed.cells if "analysis.comparison(" in c.source
+                      for o in c.outputs if "data" in o)
+    assert "NaN" not in comparison and "data parallel, 2 nodes (all-reduce)" in comparison   # every row measured
+    assert "DeprecationWarning" not in text and "Traceback" not in text
     assert "max |grad difference|" in text
     assert count_images(executed) >= 7
     shown = keynumbers.read(executed)

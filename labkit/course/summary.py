@@ -87,8 +87,11 @@ def _speedups(out: Path) -> list[str]:
     if not path.exists():
         return []
     table = pd.read_csv(path).drop_duplicates(["model", "setup"], keep="last")
-    cols = [c for c in ("model", "setup", "samples_per_s", "speedup", "efficiency") if c in table]
-    return ["## Speed-up over one process on one thread (`tables/scaling.csv`)", "", markdown_table(table[cols]), ""]
+    cols = [c for c in ("model", "setup", "kind", "samples_per_s", "speedup", "speedup_ci95", "vs_threads",
+                        "vs_threads_ci95", "efficiency") if c in table]
+    return ["## Speed-up over one process on one thread (`tables/scaling.csv`)", "",
+            "`speedup_ci95` and `vs_threads_ci95`: half-widths of the 95 % intervals over the interleaved rounds; "
+            "`vs_threads`: against one process using the same cores.", "", markdown_table(table[cols]), ""]
 
 
 def final_accuracies(table: pd.DataFrame) -> pd.DataFrame:
