@@ -106,7 +106,7 @@ def simulated_run(cfg: DPConfig) -> tuple[list[dict], dict]:
     """One run for the sweep runner: the simulated history plus the partition measures."""
     fields, coverage = measures(cfg)
     history = simulate(cfg)
-    for row, share in zip(history, coverage):
+    for row, share in zip([r for r in history if r["end_of_epoch"]], coverage):
         row["epoch_coverage"] = share
     return history, fields
 

@@ -29,7 +29,8 @@ class TrainConfig:
     train_subset: int = field(default=0, metadata={"help": "use only the first N training samples; 0 = all"})
     test_subset: int = field(default=0, metadata={"help": "evaluate on the first N test images; 0 = all"})
     eval_every: int = field(default=0, metadata={"help": "also evaluate every N optimizer steps (untimed), for "
-                                                         "accuracy over time; 0 = at the end of each epoch only"})
+                                                         "accuracy over time, while every node still has data; "
+                                                         "0 = at the end of each epoch only"})
 
     def __post_init__(self):
         if self.model not in MODELS:
