@@ -335,7 +335,7 @@ def test_statements_and_expectations_are_computed_from_the_results(sorted_loss, 
     assert "local SGD H=50: 30.00 ± " in table["measured"].iloc[2]
     assert seen.iloc[3] == seen.iloc[4] == expectations.APPEARED       # BN loses 3 points, GN 0.5
     norms = "\n".join(findings.norms(_fake_sweep(_norm_rows(bn_loss=3.0, gn_loss=0.5))))
-    assert "it keeps 83% of BatchNorm's loss away" in norms
+    assert "GroupNorm's loss is 17% of BatchNorm's" in norms
 
 
 def test_an_effect_inside_the_noise_is_not_decided():

@@ -180,8 +180,8 @@ def norms(sweep) -> list[str]:
                          "or more epochs would.")
         else:
             lines.append(f"GroupNorm loses {plus_minus(gn, gn_half)} points where BatchNorm loses "
-                         f"{plus_minus(bn, bn_half)}: it keeps {1 - gn / bn:.0%} of BatchNorm's loss away (point "
-                         "estimates; see the expectations table for what the intervals decide).")
+                         f"{plus_minus(bn, bn_half)}: by the point estimates, GroupNorm's loss is {gn / bn:.0%} of "
+                         "BatchNorm's (see the expectations table for what the intervals decide).")
     return lines
 
 
@@ -217,6 +217,7 @@ def tail(sweep) -> list[str]:
     for end in endings:
         if len(pick(final, setting="sorted", ending=end)) and len(pick(final, setting="label_k k=1", ending=end)):
             diff, half = gap(final, {"setting": "sorted", "ending": end}, {"setting": "label_k k=1", "ending": end})
-            lines.append(f"Epoch ends at the {end}: label_k k=1 loses {plus_minus(diff, half)} points against sorted "
+            when = f"after {end}" if end.endswith("steps") else f"with the {end}"
+            lines.append(f"Epochs ending {when}: label_k k=1 loses {plus_minus(diff, half)} points against sorted "
                          f"({noise(diff, half)}).")
     return lines
