@@ -38,6 +38,11 @@ def count_images(nb: nbformat.NotebookNode) -> int:
     return sum("image/png" in out.get("data", {}) for cell in nb.cells for out in cell.get("outputs", []))
 
 
+def is_exercise(cell) -> bool:
+    """A cell a student writes (an nbgrader solution cell): its code follows the exercise, not the lab's rules."""
+    return bool(cell.get("metadata", {}).get("nbgrader", {}).get("solution"))
+
+
 def read_lab_notebook(name: str, answers: int) -> tuple[nbformat.NotebookNode, str, str]:
     """Check the shape every lab notebook shares and return (notebook, markdown text, code text).
 
@@ -56,4 +61,4 @@ def read_lab_notebook(name: str, answers: int) -> tuple[nbformat.NotebookNode, s
     assert not given_away, f"answer cells must hold only the placeholder (model answers go to instructor/): {given_away}"
     markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert "## Summary" in markdown and "## Exercises" in markdown
-    return nb, markdown, "\n".join(c.source for c in code)
+    return nb, markdown, "\n".join(c.source for c in code if not is_exercise(c))
