@@ -25,6 +25,10 @@ def test_notebook_04_runs_in_quick_mode(tmp_path):
                      "shortest node", "longest node", "2 steps", "label_k_random k=2"):
         assert expected in text, expected
     assert "Traceback" not in text
+    # section 1 ran notebook 02's samplers (its solutions: they pass, and draw labkit's orders, so the runs
+    # recorded for labkit's samplers are reused rather than trained again)
+    assert "PASS RandomPartitionSampler" in text and "PASS RandomSamplingSampler" in text
+    assert "is not done yet" not in text and "runs on your samplers" not in text
     assert count_images(nb) >= 6
     assert set(keynumbers.read(nb)) == {"iid_acc_2_nodes", "first_slice_coverage", "iid_acc_10_nodes",
                                         "label_k1_allreduce_acc", "label_k1_shortest_acc", "label_k1_fedavg_acc"}

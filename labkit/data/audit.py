@@ -60,7 +60,7 @@ def audit(factory, nodes: int, size: int, epochs: int = 3, expect: str = "partit
     samplers = [factory(rank, nodes) for rank in range(nodes)]
     rows, previous = [], None
     for epoch in range(epochs):
-        draws = [_draw(s, rank, epoch, size) for rank, s in enumerate(samplers)]
+        draws = [draw(s, rank, epoch, size) for rank, s in enumerate(samplers)]
         held = membership(draws, size)
         changed = None if previous is None else all(
             len(a) != len(b) or not np.array_equal(a, b) for a, b in zip(draws, previous))
@@ -72,8 +72,9 @@ def audit(factory, nodes: int, size: int, epochs: int = 3, expect: str = "partit
     return AuditReport(pd.DataFrame(rows).set_index("epoch"), _problems(rows, nodes, size, expect), expect)
 
 
-def _draw(sampler, rank: int, epoch: int, size: int) -> np.ndarray:
-    """One epoch of one rank's sampler as an index array; a clear error if it is not a valid sampler."""
+def draw(sampler, rank: int, epoch: int, size: int) -> np.ndarray:
+    """One epoch of one rank's sampler (``set_epoch`` called if it has it) as an index array; a LabError
+    that says what is wrong if it is not a valid sampler for a dataset of ``size``."""
     if hasattr(sampler, "set_epoch"):
         sampler.set_epoch(epoch)
     try:

@@ -14,6 +14,9 @@ for skewed shards). ``make(kind, rank, nodes, labels, seed)`` picks a sampler by
 * any other strategy of ``labkit.data.partition`` -> ``ShardSampler``: the partition is computed once
   from the shared seed; each rank keeps its shard and reshuffles it inside every epoch.
 * ``BROKEN`` names -> deliberately wrong samplers (teaching examples; see below).
+
+``record(factory, nodes, size, epochs)`` runs any sampler class (one written in a notebook too) and
+returns ``RecordedSampler``s that replay its orders, so the lab's loops can train on it.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from torch.utils.data import Sampler
 
 from ..errors import LabError
 from . import partition as partitioning
+from .audit import draw
 from .batches import epoch_order
 from .measures import as_labels
 
@@ -104,6 +108,35 @@ class ReplacementSampler(EpochSampler):
 
     def indices(self, epoch=None):
         return torch.from_numpy(self._rng(epoch).integers(0, self.size, self.draws, dtype=np.int64))
+
+
+class RecordedSampler(EpochSampler):
+    """Replays the orders another sampler gave, one index array per epoch (see ``record``)."""
+
+    def __init__(self, orders, rank: int, nodes: int, seed: int = 0):
+        super().__init__(rank, nodes, seed)
+        self.orders = [torch.as_tensor(np.asarray(order, dtype=np.int64)) for order in orders]
+        if not self.orders:
+            raise LabError("a recorded sampler needs the order of at least one epoch.")
+
+    def __len__(self) -> int:
+        return len(self.orders[0])
+
+    def indices(self, epoch=None):
+        epoch = self.epoch if epoch is None else epoch
+        if not 0 <= epoch < len(self.orders):
+            raise LabError(f"rank {self.rank}'s sampler was recorded for epochs 0..{len(self.orders) - 1}, "
+                           f"not epoch {epoch}; record as many epochs as the run trains.")
+        return self.orders[epoch]
+
+
+def record(factory, nodes: int, size: int, epochs: int, seed: int = 0) -> list[RecordedSampler]:
+    """Every rank's order in each of ``epochs`` epochs from ``factory(rank, nodes)`` (any torch Sampler with
+    ``set_epoch``, e.g. a class written in a notebook), as ``RecordedSampler``s the lab's loops can train on."""
+    _check_nodes(nodes)
+    built = [factory(rank, nodes) for rank in range(nodes)]
+    return [RecordedSampler([draw(sampler, rank, epoch, size) for epoch in range(epochs)], rank, nodes, seed)
+            for rank, sampler in enumerate(built)]
 
 
 # ---- Teaching examples: the two broken samplers of the original lab (see DESIGN.md). ----

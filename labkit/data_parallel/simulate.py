@@ -19,11 +19,14 @@ from .averaging import GradientBuffer, average_models
 from .config import DPConfig, make_all_samplers, steps_in_epoch, train_labels
 
 
-def simulate(cfg: DPConfig, return_model: bool = False):
-    """Train like ``labkit.data_parallel.run(cfg)`` but in this process; return per-epoch history rows."""
+def simulate(cfg: DPConfig, return_model: bool = False, samplers=None):
+    """Train like ``labkit.data_parallel.run(cfg)`` but in this process; return per-epoch history rows.
+
+    ``samplers``: one sampler per node with ``indices(epoch)`` (e.g. ``labkit.data.samplers.record`` of a
+    class written in a notebook) instead of the ones ``cfg.partition`` names."""
     torch.set_num_threads(cfg.torch_threads)
     train, test = datasets.load(cfg.dataset), datasets.load(cfg.dataset, train=False)
-    node_samplers = make_all_samplers(cfg, train_labels(cfg))
+    node_samplers = make_all_samplers(cfg, train_labels(cfg)) if samplers is None else list(samplers)
     local = cfg.sync == "local"
     replicas = [models.build(cfg.model, seed=cfg.seed) for _ in range(cfg.nodes if local else 1)]
     opts = [make_optimizer(m, cfg) for m in replicas]

@@ -32,6 +32,8 @@ class CheckResult:
     def __str__(self) -> str:
         return f"{'PASS' if self.passed else 'FAIL'} {self.exercise}: {self.message}"
 
+    __repr__ = __str__
+
     def _repr_html_(self) -> str:
         colour, word = ("#1a7f37", "✔ passed") if self.passed else ("#b42318", "✘ not yet")
         return (f'<div style="border-left:4px solid {colour};padding:4px 10px">'

@@ -78,12 +78,13 @@ def niid_grid(nodes: int = 10, train_subset: int = 10000, rounds: int = 4, parti
 
 # ---------------------------------------------------------------- running
 
-def measures(cfg: DPConfig) -> tuple[dict, list[float]]:
+def measures(cfg: DPConfig, samplers=None) -> tuple[dict, list[float]]:
     """What the nodes hold and use: coverage per epoch and over the run, label skew, node-size imbalance,
     and the tail (steps at the end of an epoch in which some nodes have run out of data; none when the
-    epoch ends with the shortest node, which leaves the longer nodes' last samples unused instead)."""
+    epoch ends with the shortest node, which leaves the longer nodes' last samples unused instead).
+    ``samplers``: the nodes' samplers if not the ones ``cfg.partition`` names (see ``simulate``)."""
     labels = train_labels(cfg)
-    node_samplers = make_all_samplers(cfg, labels)
+    node_samplers = make_all_samplers(cfg, labels) if samplers is None else list(samplers)
     sizes = np.array([len(s) for s in node_samplers])
     node_steps = np.ceil(sizes / cfg.batch_size).astype(int)
     steps = steps_in_epoch(cfg, int(node_steps.min()), int(node_steps.max()))
@@ -102,10 +103,11 @@ def measures(cfg: DPConfig) -> tuple[dict, list[float]]:
 
 
 @sweep.keyed("labkit.impact.simulated_run")  # the name the first results were recorded under: keep it
-def simulated_run(cfg: DPConfig) -> tuple[list[dict], dict]:
-    """One run for the sweep runner: the simulated history plus the partition measures."""
-    fields, coverage = measures(cfg)
-    history = simulate(cfg)
+def simulated_run(cfg: DPConfig, samplers=None) -> tuple[list[dict], dict]:
+    """One run for the sweep runner: the simulated history plus the partition measures (``samplers``: as
+    in ``simulate``)."""
+    fields, coverage = measures(cfg, samplers)
+    history = simulate(cfg, samplers=samplers)
     for row, share in zip([r for r in history if r["end_of_epoch"]], coverage):
         row["epoch_coverage"] = share
     return history, fields
