@@ -124,21 +124,22 @@ def explain(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
-def run_tasks(tasks: list):
-    """The function every rank runs: the master runs the tasks, the stage workers serve RPC until it is done."""
+def run_tasks(tasks: list, driver=None):
+    """The function every rank runs: the master runs the tasks, the stage workers serve RPC until it is done.
+    ``driver(cfg, at)``, if given, builds the master's driver instead of labkit's (e.g. a student's split)."""
     import torch.distributed as dist
     if rank() != 0:
         dist.barrier()   # serve RPC until the master is done (a crash meanwhile is this rank's failure)
         return None
-    out = [_on_master(task) for task in tasks]
+    out = [_on_master(task, driver or make_driver) for task in tasks]
     dist.barrier()
     return out
 
 
-def _on_master(task):
+def _on_master(task, build=make_driver):
     driver = None
     try:
-        driver = make_driver(task.cfg, task.cfg.at)
+        driver = build(task.cfg, task.cfg.at)
         return task(driver)
     except RuntimeError as exc:
         raise LabError(f"{explain(exc)}. The master stopped the run.") from exc   # the stage's traceback stays in the chain

@@ -35,11 +35,12 @@ class MPRun:
         return pd.DataFrame(self.rows)
 
 
-def _launch(tasks: list) -> list:
-    """Run the tasks on the master of one 3-process launch; a stage's failure names that stage."""
+def _launch(tasks: list, driver=None) -> list:
+    """Run the tasks on the master of one 3-process launch; a stage's failure names that stage.
+    ``driver(cfg, at)`` builds the master's driver (default: labkit's ``driver.make_driver``)."""
     cfg = tasks[0].cfg
     try:
-        return launch(run_tasks, cfg.nodes, tasks, threads=cfg.torch_threads, timeout=cfg.timeout, rpc=True)[0]
+        return launch(run_tasks, cfg.nodes, tasks, driver, threads=cfg.torch_threads, timeout=cfg.timeout, rpc=True)[0]
     except WorkerError as exc:
         if exc.ranks and exc.ranks[0] in (1, 2):
             raise WorkerError(f"model parallel run failed in {ROLES[exc.ranks[0]]}: {exc}", exc.ranks, exc.reason,
@@ -47,10 +48,10 @@ def _launch(tasks: list) -> list:
         raise
 
 
-def run(cfg: MPConfig, progress: bool = True, save: bool = True, log=print) -> MPRun:
+def run(cfg: MPConfig, progress: bool = True, save: bool = True, log=print, driver=None) -> MPRun:
     """Train with the model split over three processes; print and return one row per epoch
-    (appended to results/mp.csv) and the events behind the timeline."""
-    out = _launch([Train(cfg, progress)])[0]
+    (appended to results/mp.csv) and the events behind the timeline. ``driver``: see ``_launch``."""
+    out = _launch([Train(cfg, progress)], driver)[0]
     frames, history = [], out["history"]
     dp = analysis.data_parallel_bytes(cfg.model)
     epochs = [row for row in history if row["end_of_epoch"]]
@@ -69,10 +70,10 @@ def run(cfg: MPConfig, progress: bool = True, save: bool = True, log=print) -> M
     return MPRun(cfg, rows, pd.concat(frames, ignore_index=True))
 
 
-def check_step(cfg: MPConfig, steps: int = 1) -> dict:
+def check_step(cfg: MPConfig, steps: int = 1, driver=None) -> dict:
     """Run ``steps`` training steps over RPC on the first batches of epoch 0 and return the losses,
     the first step's gradients and the final parameters, by the whole model's parameter names."""
-    return _launch([Check(cfg, steps)])[0]
+    return _launch([Check(cfg, steps)], driver)[0]
 
 
 def local_step(cfg: MPConfig, steps: int = 1) -> dict:
@@ -89,10 +90,10 @@ def local_step(cfg: MPConfig, steps: int = 1) -> dict:
     return {"losses": losses, "grads": grads, "state": {k: v.clone() for k, v in model.state_dict().items()}}
 
 
-def compare_to_local(cfg: MPConfig, steps: int = 2) -> pd.DataFrame:
+def compare_to_local(cfg: MPConfig, steps: int = 2, driver=None) -> pd.DataFrame:
     """Largest differences between the RPC run and the whole model in one process, per parameter:
     first-step gradient and parameters after ``steps`` steps (and the loss of every step)."""
-    remote, local = check_step(cfg, steps), local_step(cfg, steps)
+    remote, local = check_step(cfg, steps, driver), local_step(cfg, steps)
     rows = [{"parameter": name, "max |grad difference|": (remote["grads"][name] - g).abs().max().item(),
              "max |parameter difference|": (remote["state"][name] - local["state"][name]).abs().max().item()}
             for name, g in local["grads"].items()]
