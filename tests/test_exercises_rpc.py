@@ -243,3 +243,17 @@ def test_use_falls_back_on_labkits_split_until_the_check_passes(capsys):
     assert use(failed_result, mine) is answer.SPLIT
     assert "rpc_split is not done yet" in capsys.readouterr().out
     assert use(CheckResult("rpc_split", True, "ok"), mine) is mine
+
+
+def pipelined_forward(stages, x, micro_batches=4):
+    """The advanced exercise: every micro-batch through stage 1 then stage 2, all in flight at once."""
+    stage1, stage2 = stages
+    futures = [stage2.rpc_async().forward(stage1.remote().forward(chunk)) for chunk in x.chunk(micro_batches)]
+    return torch.cat([f.wait() for f in futures])
+
+
+def test_a_pipelined_forward_passes_the_check_with_micro_batches_and_only_with_them():
+    pipelined, plain = check_rpc_splits([RpcSplit(make_stages, pipelined_forward, train_step), answer.SPLIT],
+                                        micro_batches=4)
+    assert pipelined.passed, pipelined.message
+    assert not plain.passed and "run each stage once per micro-batch (4 times)" in plain.message

@@ -148,8 +148,9 @@ def diagnose_stages(rec: dict) -> str:
     return ""
 
 
-def diagnose_forward(rec: dict, ref: dict) -> str:
-    """What is wrong with the forward pass, or "" if it gives the whole model's output through both stages."""
+def diagnose_forward(rec: dict, ref: dict, micro_batches: int = 1) -> str:
+    """What is wrong with the forward pass, or "" if it gives the whole model's output through both stages
+    (each stage called once, or once per micro-batch when checking a pipelined forward)."""
     calls = [p.get("calls", []) for p in rec.get("forward", [])]
     if calls and calls[1] and (not calls[0] or calls[1][0][0] < calls[0][0][0]):
         if calls[0]:
@@ -163,9 +164,10 @@ def diagnose_forward(rec: dict, ref: dict) -> str:
     if not isinstance(out, torch.Tensor):
         return (f"forward returned {out}, not the output tensor: call stage 2 with rpc_sync() "
                 "(or fetch its RRef with to_here())")
-    if len(calls[0]) > 1 or len(calls[1]) > 1:
-        return f"forward ran stage 1 {len(calls[0])} and stage 2 {len(calls[1])} times: run each stage once per forward"
-    if not calls[1][0][1]:
+    if len(calls[0]) != micro_batches or len(calls[1]) != micro_batches:
+        each = "once per forward" if micro_batches == 1 else f"once per micro-batch ({micro_batches} times)"
+        return f"forward ran stage 1 {len(calls[0])} and stage 2 {len(calls[1])} times: run each stage {each}"
+    if not all(call[1] for call in calls[1]):
         return ("stage 2 received a tensor, not an RRef: the activations went through the master; hand stage 2 "
                 "the RRef stage1.remote().forward(x) returns, so worker2 fetches them straight from worker1")
     if out.shape != ref["output"].shape:
@@ -220,7 +222,7 @@ def diagnose_training(rec: dict, ref: dict, model: str) -> str:
     return ""
 
 
-def diagnose(rec: dict, ref: dict, model: str) -> CheckResult:
+def diagnose(rec: dict, ref: dict, model: str, micro_batches: int = 1) -> CheckResult:
     """One split's record against the whole model's: the first thing wrong, in words, or a pass."""
     name, reason, _ = rec.get("error", ("", "", ""))
     if reason == "NotImplementedError":
@@ -229,7 +231,7 @@ def diagnose(rec: dict, ref: dict, model: str) -> CheckResult:
     if name != "make_stages" and ("placed" in rec or "returned" in rec or "not_rref" in rec):
         message = diagnose_stages(rec)
     if not message and "forward" in rec:
-        message = diagnose_forward(rec, ref)
+        message = diagnose_forward(rec, ref, micro_batches)
     if not message and "bwd" in rec:
         message = diagnose_training(rec, ref, model)
     if message:
@@ -246,7 +248,8 @@ def diagnose(rec: dict, ref: dict, model: str) -> CheckResult:
                             f"after {STEPS} steps within {numbers['parameters']:.1g}", **numbers)
 
 
-def check_rpc_splits(splits: list, model: str = "lenet5", seed: int = 0, timeout: float = 90.0) -> list[CheckResult]:
+def check_rpc_splits(splits: list, model: str = "lenet5", seed: int = 0, timeout: float = 90.0,
+                     micro_batches: int = 1) -> list[CheckResult]:
     """``check_rpc_split`` for several splits, all in one 3-process launch (an instructor's class, the tests)."""
     splits = [as_split(s) for s in splits]
     generator = torch.Generator().manual_seed(seed)
@@ -262,15 +265,17 @@ def check_rpc_splits(splits: list, model: str = "lenet5", seed: int = 0, timeout
         except WorkerError as exc:
             line = str(exc).splitlines()[0]
             return [failed(EXERCISE, f"the check's three RPC processes did not finish: {line}")] * len(splits)
-    return [diagnose(rec, ref, model) for rec in records]
+    return [diagnose(rec, ref, model, micro_batches) for rec in records]
 
 
-def check_rpc_split(split, model: str = "lenet5", seed: int = 0, timeout: float = 90.0) -> CheckResult:
+def check_rpc_split(split, model: str = "lenet5", seed: int = 0, timeout: float = 90.0,
+                    micro_batches: int = 1) -> CheckResult:
     """Run a student's ``RpcSplit`` (or its three functions) in a master and two RPC workers and compare it with
     the whole model in one process: where the stages live, the forward output, the first step's gradients
-    and the parameters after two steps. The result says, in words, the first thing that is wrong."""
+    and the parameters after two steps. The result says, in words, the first thing that is wrong.
+    ``micro_batches``: the forward is pipelined, calling each stage that many times (the advanced exercise)."""
     try:
         split = as_split(split)
     except LabError as exc:
         return failed(EXERCISE, str(exc))
-    return check_rpc_splits([split], model, seed, timeout)[0]
+    return check_rpc_splits([split], model, seed, timeout, micro_batches)[0]
