@@ -26,8 +26,10 @@ test: setup browser
 browser:
 	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || (apt-get update && apt-get install -y --no-install-recommends chromium)
 
+# The student release in student/ (written where missing, never overwritten), opened in JupyterLab.
 lab: setup
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/labkit release
+	$(BIN)/jupyter lab student/
 
 bench: setup
 	$(BIN)/python benchmarks/baseline.py

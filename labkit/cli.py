@@ -1,5 +1,6 @@
 """The ``labkit`` command. ``labkit run KIND --field value ...`` maps flags onto a config dataclass;
-``labkit report`` executes every notebook into results/, ``labkit grade`` checks student notebooks.
+``labkit report`` executes every notebook into results/, ``labkit grade`` checks student notebooks,
+``labkit release`` writes the student release, ``labkit autograde`` grades a class.
 
 Each experiment kind registers ``(ConfigClass, run_function)`` in ``EXPERIMENTS``; flags are
 generated from the dataclass fields, so the CLI and the notebooks share one set of defaults.
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-save", action="store_true", help="do not append rows to results/")
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_report_and_grade(sub)
+    _add_release_and_autograde(sub)
     return parser
 
 
@@ -96,6 +98,43 @@ def _add_report_and_grade(sub) -> None:
     grade.add_argument("submissions", nargs="+", metavar="SUBMISSION", help="executed notebooks or folders of them")
     grade.add_argument("--reference", default=None, help="results folder of the reference run (default: results/)")
     grade.add_argument("--csv", default="grades.csv", help="where to write the table (default: grades.csv)")
+
+
+def _add_release_and_autograde(sub) -> None:
+    from .course.sandbox import Limits
+    release = sub.add_parser("release", help="write the student release (skeletons, no hidden tests); "
+                                              "never overwrites a notebook already there")
+    release.add_argument("--into", default="", help="folder for the release (default: student/ in the checkout)")
+    auto = sub.add_parser("autograde", help="grade a class: SUBMISSIONS/<student>/<notebook>.ipynb")
+    auto.add_argument("submissions", metavar="SUBMISSIONS_DIR", help="one folder per student with its notebooks")
+    auto.add_argument("--out", default="autograde", help="where gradebook.csv, points.csv and feedback/ go "
+                                                         "(default: autograde/)")
+    auto.add_argument("--jobs", type=int, default=2, help="students graded at the same time (default: 2)")
+    auto.add_argument("--timeout", type=float, default=Limits.timeout,
+                      help=f"seconds a student's code may run per notebook (default: {Limits.timeout:g})")
+    auto.add_argument("--memory", type=int, default=Limits.memory_mb,
+                      help=f"MB a student's processes may use together (default: {Limits.memory_mb})")
+    auto.add_argument("--reference", default=None, help="results folder of the reference run (default: results/)")
+    auto.add_argument("--source", default=None, help="folder of the source notebooks (default: notebooks/)")
+
+
+def _release(args: dict) -> int:
+    from .course import release
+    print(release.release(args["into"] or None).summary())
+    return 0
+
+
+def _autograde(args: dict) -> int:
+    from .course import autograde, sandbox
+    cfg = autograde.AutogradeConfig(args["submissions"], out=args["out"], jobs=args["jobs"],
+                                    limits=sandbox.Limits(timeout=args["timeout"], memory_mb=args["memory"]),
+                                    reference=args["reference"], **({"source": args["source"]} if args["source"] else {}))
+    grades = autograde.run(cfg)
+    flagged = sum(bool(g.flags) for g in grades)
+    mean = sum(100 * g.total / g.max for g in grades if g.max) / len(grades)
+    print(f"graded {len(grades)} students (mean {mean:.1f} %, {flagged} with flags); "
+          f"{cfg.out}/gradebook.csv, points.csv and feedback/")
+    return 0
 
 
 def _report(args: dict) -> int:
@@ -132,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             return _report(args)
         if command == "grade":
             return _grade(args)
+        if command in ("release", "autograde"):
+            return {"release": _release, "autograde": _autograde}[command](args)
         if command == "run":
             config_cls, fn = _experiments()[args.pop("kind")]
             save, progress = not args.pop("no_save"), not args.pop("no_progress")
