@@ -259,9 +259,10 @@ def check_rpc_splits(splits: list, model: str = "lenet5", seed: int = 0, timeout
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = whole_model(model, seed, xs, ys)
-        try:
-            records = launch(probe_all, 3, splits, model, seed, xs, ys, limit, rpc=True,
-                             timeout=timeout + limit * len(splits))[0]
+        try:   # the workers' stderr (tensorpipe's shutdown logs) is not the student's: keep it out of the cell
+            with contextlib.redirect_stderr(io.StringIO()):
+                records = launch(probe_all, 3, splits, model, seed, xs, ys, limit, rpc=True,
+                                 timeout=timeout + limit * len(splits))[0]
         except WorkerError as exc:
             line = str(exc).splitlines()[0]
             return [failed(EXERCISE, f"the check's three RPC processes did not finish: {line}")] * len(splits)
