@@ -105,6 +105,34 @@ class AllGatherSync(AllReduceSync):
         return (self.nodes - 1) * 4 * self.grads.numel
 
 
+class FunctionSync(Synchronizer):
+    """Synchronous SGD with a user's ``average(model)`` (notebook 03's exercises), timed as the step's
+    communication. ``collective`` ("allreduce" or "allgather") names the algorithm it implements, for
+    ``bytes_per_step``. A rank without a batch averages zero gradients (the mean is then over all N)."""
+
+    def __init__(self, model, opt, nodes, average, collective: str = "allreduce"):
+        super().__init__(model, opt, nodes)
+        self.average, self.collective = average, collective
+        self.numel = sum(p.numel() for p in model.parameters())
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)   # so even a first step without a batch has gradients to average
+
+    def step(self, batch) -> StepTimes:
+        t0 = time.perf_counter()
+        self.opt.zero_grad(set_to_none=False)
+        loss = forward_backward(self.module, batch) if batch is not None else None
+        t1 = time.perf_counter()
+        self.average(self.module)
+        t2 = time.perf_counter()
+        self.opt.step()
+        return StepTimes(loss, (t1 - t0) + (time.perf_counter() - t2), t2 - t1)
+
+    def bytes_per_step(self) -> float:
+        """What the textbook algorithm sends per rank: all-gather (N-1) x, ring all-reduce 2(N-1)/N x the gradient."""
+        share = self.nodes - 1 if self.collective == "allgather" else 2 * (self.nodes - 1) / self.nodes
+        return share * 4 * self.numel
+
+
 class LocalSGDSync(Synchronizer):
     """Local SGD: ``every`` local steps on each rank, then the models are averaged (FedAvg when
     ``every`` is None: once per epoch).
@@ -204,8 +232,11 @@ SYNCHRONIZERS = {"ddp": DDPSync, "allreduce": AllReduceSync, "allgather": AllGat
 
 
 def build(mode: str, model: nn.Module, opt: torch.optim.Optimizer, nodes: int,
-          average_every: int | None = None) -> Synchronizer:
-    """The synchroniser for ``mode``; ``average_every`` is local SGD's H (None: once per epoch)."""
+          average_every: int | None = None, average=None) -> Synchronizer:
+    """The synchroniser for ``mode``; ``average_every`` is local SGD's H (None: once per epoch); ``average``,
+    a user's function ``average(model)``, replaces labkit's averaging in the allreduce and allgather modes."""
+    if average is not None and mode in ("allreduce", "allgather"):
+        return FunctionSync(model, opt, nodes, average, mode)
     if mode == "local":
         return LocalSGDSync(model, opt, nodes, average_every)
     return SYNCHRONIZERS[mode](model, opt, nodes)

@@ -49,9 +49,25 @@ def _evaluate_midway(cfg: DPConfig, sync, test, rank: int, nodes: int) -> tuple[
     return result
 
 
-def train_worker(cfg: DPConfig, return_model: bool = False, progress: bool = True) -> dict:
+def _slowdown(cfg: DPConfig, rank: int, nodes: int, bottleneck):
+    """What delays this rank before each step, as a function returning its seconds (None: nothing):
+    ``bottleneck(rank, world_size, delay_ms)`` if given (notebook 03's exercise; ``delay_ms`` is the
+    config's straggler delay), else the config's straggler sleep for this rank."""
+    if bottleneck is not None:
+        delay_ms = max(cfg.straggler.values(), default=0.0)
+
+        def timed() -> float:
+            start = time.perf_counter()
+            bottleneck(rank, nodes, delay_ms)
+            return time.perf_counter() - start
+        return timed
+    delay = cfg.straggler.get(rank, 0.0) / 1000.0
+    return (lambda: time.sleep(delay) or delay) if delay else None
+
+
+def train_worker(cfg: DPConfig, return_model: bool = False, progress: bool = True, bottleneck=None) -> dict:
     """One rank's training loop. Rank 0 returns the history (a row per epoch, and one per evaluation
-    inside an epoch with ``eval_every``); every rank its timings."""
+    inside an epoch with ``eval_every``); every rank its timings. ``bottleneck``: see ``_slowdown``."""
     rank, nodes = dist.get_rank(), dist.get_world_size()
     show = report if progress else (lambda **_: None)
     train = datasets.load(cfg.dataset)
@@ -60,7 +76,7 @@ def train_worker(cfg: DPConfig, return_model: bool = False, progress: bool = Tru
     model = models.build(cfg.model, seed=cfg.seed)
     _broadcast_from_rank0(model)  # initial parameters always come from rank 0
     sync = synchronizers.build(cfg.sync, model, make_optimizer(model, cfg), nodes, cfg.average_every)
-    delay = cfg.straggler.get(rank, 0.0) / 1000.0
+    slowdown = _slowdown(cfg, rank, nodes, bottleneck)
     test = datasets.load(cfg.dataset, train=False) if rank == 0 else None
     history, wall, group_steps = [], 0.0, 0
     for epoch in range(cfg.epochs):
@@ -79,10 +95,9 @@ def train_worker(cfg: DPConfig, return_model: bool = False, progress: bool = Tru
         start = time.perf_counter()
         with sync.epoch(uneven=uneven):
             for s, batch in enumerate(batches(train, order, cfg.batch_size, steps)):
-                if delay and batch is not None:
-                    time.sleep(delay)
+                slept = slowdown() if slowdown and batch is not None else 0.0
                 t = sync.step(batch)
-                compute += t.compute + (delay if batch is not None else 0.0)
+                compute += t.compute + slept
                 comm_per_step[s] = t.comm
                 if t.loss is not None:
                     loss_sum, done = loss_sum + t.loss, done + 1
@@ -152,11 +167,13 @@ def _gather_epoch_stats(seconds, compute, comm_per_step, comm_end, loss_sum, bat
             "compute_s_per_rank": [round(v, 4) for v in every[:, 1].tolist()]}
 
 
-def run(cfg: DPConfig, progress: bool = True, save: bool = True, log=print, return_model: bool = False):
-    """Launch ``cfg.nodes`` workers, print one line per epoch, append rows to results/dp.csv."""
+def run(cfg: DPConfig, progress: bool = True, save: bool = True, log=print, return_model: bool = False,
+        bottleneck=None):
+    """Launch ``cfg.nodes`` workers, print one line per epoch, append rows to results/dp.csv.
+    ``bottleneck(rank, world_size, delay_ms)``, if given, delays the ranks instead of ``cfg.straggler``."""
     check_feasible(cfg)
     outs = launch(train_worker, cfg.nodes, cfg, return_model, progress, threads=cfg.torch_threads,
-                  timeout=cfg.timeout)
+                  timeout=cfg.timeout, bottleneck=bottleneck)
     root = next(o for o in outs if o["rank"] == 0)
     for row in (r for r in root["history"] if r["end_of_epoch"]):
         log(f"epoch {row['epoch']}/{cfg.epochs}  train loss {row['train_loss']:.4f}  test acc {row['test_acc']:.2f} %"

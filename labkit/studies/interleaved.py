@@ -61,24 +61,25 @@ class _Alone:
         return 0.0
 
 
-def _stepper(setup: Setup, model_name: str, nodes: int, seed: int, lr: float, local_steps: int):
+def _stepper(setup: Setup, model_name: str, nodes: int, seed: int, lr: float, local_steps: int, averaging: dict):
     model = models.build(model_name, seed=seed)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     if setup.alone:
         return _Alone(model, opt)
-    return synchronizers.build(setup.sync, model, opt, nodes, local_steps)
+    return synchronizers.build(setup.sync, model, opt, nodes, local_steps, averaging.get(setup.sync))
 
 
 def run_blocks(model_name: str, batch_size: int, chosen: list[Setup], rounds: int, block: int, seed: int = 0,
-               lr: float = 0.01, local_steps: int = 50) -> dict | None:
+               lr: float = 0.01, local_steps: int = 50, averaging: dict | None = None) -> dict | None:
     """Worker function (every rank): ``rounds`` rounds after one warm-up round, each running ``block``
     steps of every setup in turn. Rank 0 returns {setup name: [one dict per round]}: samples/s, and
-    per step and worker the compute, communication and waiting milliseconds and the bytes sent."""
+    per step and worker the compute, communication and waiting milliseconds and the bytes sent.
+    ``averaging`` maps "allreduce" / "allgather" to a user's ``average(model)`` to time instead of labkit's."""
     rank, nodes = dist.get_rank(), dist.get_world_size()
     train = datasets.load("mnist")
     train.normalized
     stream = itertools.cycle(batches(train, epoch_order(len(train), seed + rank, 0), batch_size))
-    steppers = {s.name: _stepper(s, model_name, nodes, seed, lr, local_steps) for s in chosen}
+    steppers = {s.name: _stepper(s, model_name, nodes, seed, lr, local_steps, averaging or {}) for s in chosen}
     for setup in chosen:
         if not setup.alone:
             steppers[setup.name].before_epoch(next(stream))   # DDP measures its compute time here

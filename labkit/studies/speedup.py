@@ -35,7 +35,7 @@ def kind_of(sync: str) -> str:
 
 def measure(model: str = "lenet5", batch_size: int = 32, nodes=(2, 4), syncs=("ddp", "allreduce"), rounds: int = 6,
             block: int = 50, seed: int = 0, table: str | None = "scaling", progress: bool = True,
-            local_steps: int = 50) -> pd.DataFrame:
+            local_steps: int = 50, averaging: dict | None = None) -> pd.DataFrame:
     """For each N in ``nodes``, one launch of N workers measuring one process (1 and N threads) and N
     workers in each sync mode, ``rounds`` interleaved rounds of ``block`` steps each (local SGD averages
     every ``local_steps``; make ``block`` a multiple of it, so every block holds as many averages).
@@ -43,7 +43,8 @@ def measure(model: str = "lenet5", batch_size: int = 32, nodes=(2, 4), syncs=("d
     One row per setup: median samples/s; ``speedup`` over 1 process x 1 thread and ``vs_threads``
     over 1 process x N threads (means of per-round ratios) with ``*_ci95`` half-widths; efficiency;
     per step and worker the compute, communication and waiting milliseconds; bytes sent per step.
-    Rows are appended to ``results/<table>.csv`` unless ``table`` is None.
+    Rows are appended to ``results/<table>.csv`` unless ``table`` is None. ``averaging``: {"allreduce" or
+    "allgather": a function ``average(model)``} times a student's averaging in that mode instead of labkit's.
     """
     rows = []
     counts = [n for n in nodes if n >= 2]
@@ -51,7 +52,7 @@ def measure(model: str = "lenet5", batch_size: int = 32, nodes=(2, 4), syncs=("d
     for n in counts:
         chosen = setups(n, syncs)
         measured = launch(run_blocks, n, model, batch_size, chosen, rounds, block, seed, local_steps=local_steps,
-                          timeout=3600)[0]
+                          averaging=averaging, timeout=3600)[0]
         one, same_cores = measured[chosen[0].name], measured[chosen[1].name]
         for setup in chosen[(1 if rows else 0):]:   # 1 process x 1 thread once, from the first launch
             rows.append(_row(setup, n, measured[setup.name], one, same_cores))
@@ -175,14 +176,15 @@ def projection(tables, alphas: dict, nodes=(2, 4, 8, 16, 32, 64), gbits=(1, 10, 
 
 def straggler_study(delays_ms=(0, 10, 30), nodes: int = 2, sync: str = "allreduce", model: str = "lenet5",
                     batch_size: int = 32, samples: int = 6400, seed: int = 0, table: str | None = "straggler",
-                    progress: bool = True, test_subset: int = 1000) -> pd.DataFrame:
-    """The same run with rank ``nodes-1`` delayed by each of ``delays_ms`` per step."""
+                    progress: bool = True, test_subset: int = 1000, bottleneck=None) -> pd.DataFrame:
+    """The same run with rank ``nodes-1`` delayed by each of ``delays_ms`` per step (by
+    ``bottleneck(rank, world_size, delay_ms)`` on every rank if given, a student's bottleneck node)."""
     out = []
     bar = progress_bar(total=len(delays_ms), desc="straggler", disable=not progress)
     for delay in delays_ms:
         cfg = DPConfig(model=model, batch_size=batch_size, nodes=nodes, sync=sync, epochs=1, train_subset=samples,
                        test_subset=test_subset, seed=seed, straggler={nodes - 1: float(delay)} if delay else {})
-        row = run_data_parallel(cfg, **QUIET)[0]
+        row = run_data_parallel(cfg, **QUIET, bottleneck=bottleneck)[0]
         out.append({"delay_ms": delay, **{k: row[k] for k in ("samples_per_s", "epoch_seconds", "compute_s",
                                                               "comm_s", "wait_s", "samples")}})
         bar.update(1)
