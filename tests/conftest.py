@@ -33,3 +33,15 @@ def our_children() -> list[psutil.Process]:
         except psutil.Error:
             pass
     return kids
+
+
+def quietly(check, *args, **kwargs):
+    """Run an exercise check and return (result, what it wrote to stderr); a warning it lets through fails."""
+    import contextlib
+    import io
+    import warnings
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = check(*args, **kwargs)
+    return result, err.getvalue()

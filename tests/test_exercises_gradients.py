@@ -3,29 +3,18 @@ stderr; each typical mistake fails with its own diagnosis; stubs say "not writte
 seconds naming the rank that never reached the collective; the study's hooks run a student's functions.
 
 Launching workers is the cost here, so each launch checks several functions (``check_averages``)."""
-import contextlib
-import io
 import time
-import warnings
 
 import pandas as pd
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from conftest import quietly
 from labkit.data_parallel import sync
 from labkit.exercises import dp_run, gradient_answers as answers
 from labkit.exercises.gradient_checks import (check_average, check_averages, check_bottleneck, check_train_step,
                                               check_train_steps)
-
-
-def quietly(check, *args, **kwargs):
-    """Run a check and return (result, what it wrote to stderr)."""
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), warnings.catch_warnings():
-        warnings.simplefilter("error")  # a warning the checker let through would fail here
-        result = check(*args, **kwargs)
-    return result, err.getvalue()
 
 
 # ------------------------------------------------------------------------------ typical mistakes

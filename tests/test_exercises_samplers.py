@@ -3,7 +3,6 @@ own diagnosis; student exceptions, stubs and hangs become one-line results; from
 notebook; notebook 04's experiment trains on a student's sampler class."""
 import contextlib
 import io
-import warnings
 
 import nbformat
 import numpy as np
@@ -11,20 +10,12 @@ import pytest
 import torch
 from nbformat.v4 import new_code_cell, new_notebook
 
+from conftest import quietly
 from labkit.data.samplers import FirstSliceSampler, SeedPerRankSampler
 from labkit.exercises import sampler_checks, use
 from labkit.exercises.from_notebook import from_notebook
 from labkit.exercises.sampler_answers import RandomPartitionSampler, RandomSamplingSampler, dirichlet_split
 from labkit.exercises.sampler_checks import check_dirichlet_split, check_partition_sampler, check_sampling_sampler
-
-
-def quietly(check, *args, **kwargs):
-    """Run a check and return (result, what it wrote to stderr)."""
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), warnings.catch_warnings():
-        warnings.simplefilter("error")  # a warning the checker let through would fail here
-        result = check(*args, **kwargs)
-    return result, err.getvalue()
 
 
 # ---------------------------------------------------------------- the reference answers pass, quietly
