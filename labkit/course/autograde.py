@@ -5,7 +5,7 @@ setup and graded cells (hidden tests included) on small data, in a sandboxed pro
 (``sandbox``); each graded cell scores by nbgrader's rule. *Results*: ``labkit grade``'s checks of the
 submitted outputs (ran in order, figures, answers, key numbers), one point each; a ``quick=True`` run is
 flagged and its key numbers score 0. The notebooks are not re-executed (nbgrader's autograde would run
-every notebook at full size again, about 13 minutes per student, days for a class); the submitted
+every notebook at full size again, about 25 minutes per student on this machine, days for a class); the submitted
 outputs already show what the student's run produced. Writes gradebook.csv, points.csv and feedback/.
 """
 from __future__ import annotations
