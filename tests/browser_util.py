@@ -19,6 +19,8 @@ from pathlib import Path
 
 import psutil
 
+from labkit.runtime.warm import is_warm_interpreter
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -143,7 +145,8 @@ def kernel_workers(mark: str) -> list[psutil.Process]:
     for proc in survivors(mark):
         try:
             if "ipykernel" in " ".join(proc.cmdline()):
-                kids += [c for c in proc.children(recursive=True) if c.status() != psutil.STATUS_ZOMBIE]
+                kids += [c for c in proc.children(recursive=True)
+                         if c.status() != psutil.STATUS_ZOMBIE and not is_warm_interpreter(c)]
         except psutil.Error:
             continue
     return kids

@@ -79,7 +79,7 @@ class Job:
         self.supervisor_log = tempfile.TemporaryFile()
         config = {"address": self.listener.getsockname()[:2], "token": self.token, "nodes": self.nodes,
                   "threads": self.threads, "timeout": self.timeout, "rpc": self.rpc,
-                  "start": processes.start_method(), "store_port": self.store.port, "parent_pid": os.getpid()}
+                  "start": processes.start_method(), "store_port": self.store.port}
         self.proc = processes.start_supervisor(supervisor.main, config, self.threads, self.supervisor_log)
 
     def _loop(self) -> None:

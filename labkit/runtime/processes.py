@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 
+from . import warm
 from .channel import ENV_CONFIG
 from .context import TORCHRUN_VARS
 
@@ -52,11 +53,21 @@ def python_command(entry) -> list[str]:
     return [sys.executable, "-c", f"from {entry.__module__} import {entry.__name__}; {entry.__name__}()"]
 
 
-def start_supervisor(entry, config: dict, threads: int, log) -> subprocess.Popen:
-    """Start the supervisor (``entry``) in its own session; its stderr goes to ``log`` (kept for error messages)."""
+def start_supervisor(entry, config: dict, threads: int, log):
+    """Start the supervisor (``entry``) in its own session; its stderr goes to ``log`` (kept for error messages).
+
+    Forked by this parent's warm interpreter where there is one (``labkit.runtime.warm``), else a fresh
+    interpreter (a ``Popen``); if the warm interpreter cannot fork, the fresh one is the fall-back.
+    """
+    if warm.enabled(config["start"]):
+        try:
+            server = warm.interpreter(supervisor_environment({}, 1))
+            return server.fork(entry, supervisor_environment({**config, "parent_pid": server.pid}, threads), log)
+        except OSError:
+            pass
     return subprocess.Popen(python_command(entry),
-                            env=supervisor_environment(config, threads), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+                            env=supervisor_environment({**config, "parent_pid": os.getpid()}, threads),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
 
 
 def kill_ranks(proc: subprocess.Popen, rank_procs) -> None:
