@@ -59,11 +59,16 @@ def test_killing_the_warm_interpreter_is_survived_by_the_next_launch():
     server.kill()
     server.wait(5)
     with ProcessWatch() as watch:
-        assert labkit.launch(labkit.rank, 3) == [0, 1, 2]
+        assert labkit.launch(slow_rank, 3) == [0, 1, 2]
     watch.assert_clean(3)
     assert labkit.launch(labkit.rank, 2) == [0, 1]
     (again,) = warm_interpreters()
     assert again.pid != server.pid
+
+
+def slow_rank():
+    time.sleep(0.3)  # long enough for the process watch to see every rank
+    return labkit.rank()
 
 
 def kill_the_warm_interpreter():

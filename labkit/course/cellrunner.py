@@ -139,7 +139,7 @@ def run_job(job: dict, emit) -> None:
 
 def main(argv=None) -> int:
     """Entry point: ``python -m labkit.course.cellrunner JOB.json``."""
-    from ..runtime import guard
+    from ..runtime import guard, processes
     with open((argv or sys.argv)[1], encoding="utf-8") as f:
         job = json.load(f)
     events = os.open(job["events"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -148,6 +148,7 @@ def main(argv=None) -> int:
         os.write(events, (json.dumps(event) + "\n").encode())
 
     guard.install_from_environment()
+    processes.start_ahead()  # the checks' launches fork from it; nothing here is timed
     run_job(job, emit)
     sys.stdout.flush()
     os._exit(0)  # skip interpreter teardown: a student's threads or atexit hooks must not hang the exit

@@ -70,6 +70,12 @@ def start_supervisor(entry, config: dict, threads: int, log):
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
 
 
+def start_ahead() -> None:
+    """Start this parent's warm interpreter now (if launches use one), so the first launch finds torch imported."""
+    if warm.enabled(start_method()):
+        warm.interpreter(supervisor_environment({}, 1))
+
+
 def kill_ranks(proc: subprocess.Popen, rank_procs) -> None:
     """SIGKILL every rank and whatever the supervisor started (psutil checks that a pid was not reused)."""
     import psutil

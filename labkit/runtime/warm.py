@@ -1,7 +1,7 @@
 """The warm interpreter: one clean, single-threaded Python per parent that has imported torch once and
 forks each launch's supervisor (the forkserver idea), so a launch no longer pays ``import torch``.
 
-It starts with the first launch (or ahead of time, ``start_ahead``), lives in its own session (Ctrl-C
+It starts with the first launch (or ahead of time, ``processes.start_ahead``), lives in its own session (Ctrl-C
 and Jupyter's Stop reach only the parent), exits as soon as its parent is gone, and is started again
 if it died. A supervisor it forks gets its own session, the launch's environment and working folder,
 and exactly the fresh state a cold supervisor has; it is handed back as ``ForkedProcess``, which does
@@ -162,13 +162,6 @@ def interpreter(env: dict) -> WarmInterpreter:
         return server
 
 
-def start_ahead() -> None:
-    """Start the warm interpreter now, so that the first launch finds torch imported."""
-    from .processes import start_method, supervisor_environment
-    if enabled(start_method()):
-        interpreter(supervisor_environment({}, 1))
-
-
 # ---------------------------------------------------------------- the warm interpreter's side
 
 def serve() -> None:
@@ -182,7 +175,9 @@ def serve() -> None:
     import torch.distributed  # noqa: F401
     import torch.distributed.rpc  # noqa: F401
 
-    from . import supervisor, worker  # noqa: F401
+    import importlib
+    for module in ("supervisor", "worker"):  # what every launch runs first (by name: they import us)
+        importlib.import_module(f"{__package__}.{module}")
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
