@@ -23,6 +23,11 @@ ENV_WARM = "LABKIT_WARM"
 MARK = "labkit.runtime.warm"      # in the warm interpreter's command line: how process checks know it
 _ENV_FD = "LABKIT_WARM_FD"
 _REPLY_TIMEOUT = 120.0            # the first reply waits for ``import torch``
+# Imported once here, so no rank imports them again: what every rank needs, and the costly libraries a
+# rank of this lab's code uses (DistributedOptimizer alone pulls in FSDP and sympy, ~0.8 s). Third-party
+# only: the user's and labkit's own modules are imported fresh by each launch.
+PRELOAD = ("cloudpickle", "numpy", "pandas", "torch", "torch.nn.functional", "torch.optim", "torch.distributed",
+           "torch.distributed.rpc", "torch.distributed.autograd", "torch.distributed.optim", "torch.nn.parallel")
 _servers: dict = {}
 _servers_lock = threading.Lock()
 
@@ -170,14 +175,9 @@ def serve() -> None:
     sock = socket.socket(fileno=int(os.environ.pop(_ENV_FD)))
     parent = os.getppid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent's launch, not for us
-    import cloudpickle  # noqa: F401
-    import torch  # noqa: F401
-    import torch.distributed  # noqa: F401
-    import torch.distributed.rpc  # noqa: F401
-
     import importlib
-    for module in ("supervisor", "worker"):  # what every launch runs first (by name: they import us)
-        importlib.import_module(f"{__package__}.{module}")
+    for module in PRELOAD + tuple(f"{__package__}.{m}" for m in ("supervisor", "worker")):
+        importlib.import_module(module)  # (ours by name: they import this module)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
