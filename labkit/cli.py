@@ -18,16 +18,20 @@ import typing
 from .errors import LabError, WorkerError
 
 
-def _experiments() -> dict:
-    """Each kind: its config class and its ``run(cfg, progress, save)``."""
-    from . import data_parallel, model_parallel
-    from .collectives import bench, hello
-    from .train import single
-    return {"single": (single.SingleConfig, single.run),
-            "hello": (hello.HelloConfig, hello.run),
-            "comm": (bench.CommConfig, bench.run),
-            "dp": (data_parallel.DPConfig, data_parallel.run),
-            "mp": (model_parallel.MPConfig, model_parallel.run)}
+# Each kind: where its config class is and where its ``run(cfg, progress, save)`` is. Config modules are
+# light (no torch), so flags are parsed and checked before anything heavy is imported.
+EXPERIMENTS = {"single": ("train.config:SingleConfig", "train.single:run"),
+               "hello": ("collectives.hello:HelloConfig", "collectives.hello:run"),
+               "comm": ("collectives.bench:CommConfig", "collectives.bench:run"),
+               "dp": ("data_parallel.config:DPConfig", "data_parallel.train:run"),
+               "mp": ("model_parallel.config:MPConfig", "model_parallel.train:run")}
+
+
+def _load(where: str):
+    """``"module:name"`` (under labkit) -> the object."""
+    import importlib
+    module, name = where.split(":")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
 
 
 def _torchrun_rank() -> int | None:
@@ -57,12 +61,20 @@ def add_config_args(parser: argparse.ArgumentParser, config_cls) -> None:
                             help=f"{f.metadata.get('help', '')} (default: {default})".strip())
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistaken flag is one line that says where to look, not the whole usage."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="labkit", description="DML Lab: distributed ML experiments on MNIST.")
+    parser = _Parser(prog="labkit", description="DML Lab: distributed ML experiments on MNIST.")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run one experiment and append its rows to results/")
     kinds = run.add_subparsers(dest="kind", required=True)
-    for name, (config_cls, fn) in _experiments().items():
+    for name, (config_at, _) in EXPERIMENTS.items():
+        config_cls = _load(config_at)
         p = kinds.add_parser(name, help=(config_cls.__doc__ or "").strip().splitlines()[0])
         add_config_args(p, config_cls)
         if _torchrun_rank() is not None and "nodes" in {f.name for f in dataclasses.fields(config_cls)}:
@@ -174,13 +186,14 @@ def main(argv: list[str] | None = None) -> int:
         if command in ("release", "autograde"):
             return {"release": _release, "autograde": _autograde}[command](args)
         if command == "run":
-            config_cls, fn = _experiments()[args.pop("kind")]
+            config_at, run_at = EXPERIMENTS[args.pop("kind")]
             save, progress = not args.pop("no_save"), not args.pop("no_progress")
+            cfg = _load(config_at)(**args)  # a bad value is refused here, before torch is imported
             if _torchrun_rank() not in (None, 0):  # torchrun: every rank runs this; rank 0 writes results
                 save = progress = False
             from .runtime.progress import hidden
             with hidden() if not progress else contextlib.nullcontext():
-                fn(config_cls(**args), progress=progress, save=save)
+                _load(run_at)(cfg, progress=progress, save=save)
         return 0
     except LabError as exc:
         print(f"error: {user_message(exc)}", file=sys.stderr)

@@ -7,8 +7,6 @@ import platform
 import subprocess
 from functools import lru_cache
 
-import torch
-
 
 @lru_cache(maxsize=1)
 def _git_commit() -> str:
@@ -33,6 +31,7 @@ def cpu_model() -> str:
 
 def describe() -> dict:
     """Environment fields attached to every result row."""
+    import torch  # here, not at the top: the command line reads configs without importing torch
     return {
         "torch": torch.__version__,
         "python": platform.python_version(),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from .. import results
 from ..errors import LabError
 from ..runtime.context import rank, report, world_size
 from ..runtime.launcher import launch
@@ -130,6 +129,7 @@ def run(cfg: CommConfig, progress: bool = True, save: bool = True, log=print):
     model = fit(table)
     log(f"alpha (latency) {model.alpha * 1e6:.1f} us, beta {model.beta * 1e9:.3f} ns/byte "
         f"= bandwidth {model.bandwidth / 1e9:.2f} GB/s ({model.gbit:.1f} Gbit/s), from {len(table)} timings")
+    from .. import results
     rows = results.run_rows(cfg, table.to_dict("records"), kind="comm", alpha=model.alpha, beta=model.beta)
     if save:
         log(f"results appended to {results.append(rows, 'comm')}")

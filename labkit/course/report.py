@@ -20,16 +20,19 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import nbformat
-
 from .. import environment, paths
 from ..errors import LabError
 from ..notebook import keynumbers
 from ..paths import NOTEBOOKS, REPO_ROOT
-from . import summary
 
 PATTERN = re.compile(r"^\d\d_.*\.ipynb$")
 TOOL_TAGS = {"injected-parameters", "papermill-error-cell-tag"}  # cells papermill adds to an executed notebook
+
+
+def _read_notebook(path):
+    """nbformat.read, imported when first needed (its schema checker alone costs ~1 s at import)."""
+    import nbformat
+    return nbformat.read(path, as_version=4)
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,7 @@ def execute(path: Path, target: Path, cfg: ReportConfig, quick: bool = False, po
     """Run one notebook into ``target`` (with ``quick=True`` if asked); never raises for a failure inside it."""
     import papermill
 
-    source = nbformat.read(path, as_version=4)
+    source = _read_notebook(path, as_version=4)
     start = time.monotonic()
     problem = None
     try:
@@ -187,7 +190,7 @@ def execute(path: Path, target: Path, cfg: ReportConfig, quick: bool = False, po
     except Exception as exc:  # noqa: BLE001 - a notebook's failure is reported, not raised
         problem = exc
     seconds = time.monotonic() - start
-    executed = nbformat.read(target, as_version=4) if target.exists() else source
+    executed = _read_notebook(target, as_version=4) if target.exists() else source
     run = NotebookRun(path.name, problem is None, seconds, len(lab_cells(source)), quick)
     if problem is not None:
         run.failed_cell, run.error = failure(executed)
@@ -245,7 +248,7 @@ def key_number_rows(out: Path) -> list[dict]:
     """Every key number of every executed notebook in ``out/notebooks``."""
     rows = []
     for path in sorted((out / "notebooks").glob("*.ipynb")):
-        nb = nbformat.read(path, as_version=4)
+        nb = _read_notebook(path, as_version=4)
         rows += [{"notebook": path.stem, **asdict(key)} for key in keynumbers.read(nb).values()]
     return rows
 
@@ -275,17 +278,18 @@ def run(cfg: ReportConfig, log=print) -> list[NotebookRun]:
     with _kernel_environment(out / "tables"):
         for i, path in enumerate(chosen, 1):
             target = out / "notebooks" / path.name
-            quick = cfg.quick and "quick" in parameter_names(nbformat.read(path, as_version=4))
+            quick = cfg.quick and "quick" in parameter_names(_read_notebook(path, as_version=4))
             note = " (no quick parameter: its defaults)" if cfg.quick and not quick else ""
             log(f"[{i}/{len(chosen)}] {path.name}{note}")
             result = execute(path, target, cfg, quick, position=f"[{i}/{len(chosen)}] ")
             if target.exists():
-                executed = nbformat.read(target, as_version=4)
+                executed = _read_notebook(target, as_version=4)
                 result.figures = len(save_figures(executed, out / "figures" / path.stem))
                 export_html(executed, out / "html" / f"{path.stem}.html")
             log(f"    {path.name}: {result.line()}")
             runs.append(result)
     _write_key_numbers(out)
     record = _save_run_json(out, runs, everything)
+    from . import summary
     summary.write(out, record)
     return runs

@@ -4,13 +4,17 @@ node gets data at all."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
-
-from ..data import datasets, samplers
 from ..errors import LabError
 from ..train.config import TrainConfig
-from .sync import SYNCHRONIZERS
+
+if TYPE_CHECKING:
+    import torch
+
+# The synchronisers of ``labkit.data_parallel.sync`` by name (here so that a config validates without
+# torch, which keeps the command line instant; a test checks that the two agree).
+SYNC_MODES = ("ddp", "allreduce", "allgather", "local")
 
 
 EPOCH_ENDS = ("longest", "shortest")
@@ -35,7 +39,7 @@ class DPConfig(TrainConfig):
 
     batch_size: int = field(default=32, metadata={"help": "per node"})
     nodes: int = 2
-    sync: str = field(default="allreduce", metadata={"help": " | ".join(SYNCHRONIZERS)})
+    sync: str = field(default="allreduce", metadata={"help": " | ".join(SYNC_MODES)})
     partition: str = field(default="iid", metadata={"help": "a labkit.data.partition strategy"})
     alpha: float = field(default=0.5, metadata={"help": "Dirichlet concentration (partition=dirichlet)"})
     beta: float = field(default=0.5, metadata={"help": "Dirichlet concentration of node sizes (quantity)"})
@@ -53,8 +57,8 @@ class DPConfig(TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.sync not in SYNCHRONIZERS:
-            raise LabError(f"unknown sync mode {self.sync!r}; choose one of: {', '.join(SYNCHRONIZERS)}.")
+        if self.sync not in SYNC_MODES:
+            raise LabError(f"unknown sync mode {self.sync!r}; choose one of: {', '.join(SYNC_MODES)}.")
         if self.nodes < 1:
             raise LabError(f"nodes must be at least 1, got {self.nodes}.")
         if self.local_steps != "epoch" and (not isinstance(self.local_steps, int) or self.local_steps < 1):
@@ -83,17 +87,20 @@ class DPConfig(TrainConfig):
 
 def train_labels(cfg: DPConfig) -> torch.Tensor:
     """The labels of the training samples this config uses (its first ``train_subset``, or all)."""
+    from ..data import datasets
     labels = datasets.load(cfg.dataset).labels
     return labels[: cfg.train_subset] if cfg.train_subset else labels
 
 
 def make_sampler(cfg: DPConfig, rank: int, labels: torch.Tensor):
     """The sampler of ``rank``, as that rank builds it."""
+    from ..data import samplers
     return samplers.make(cfg.partition, rank, cfg.nodes, labels.numpy(), seed=cfg.seed, **cfg.partition_params())
 
 
 def make_all_samplers(cfg: DPConfig, labels: torch.Tensor):
     """Every rank's sampler (for the simulation, audits and feasibility checks)."""
+    from ..data import samplers
     return samplers.make_all(cfg.partition, cfg.nodes, labels.numpy(), seed=cfg.seed, **cfg.partition_params())
 
 

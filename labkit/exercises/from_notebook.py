@@ -11,8 +11,6 @@ import io
 import re
 from pathlib import Path
 
-import nbformat
-
 from .result import CheckResult, failed
 from .sampler_checks import StudentError, attempt
 
@@ -51,6 +49,7 @@ def from_notebook(path, name: str, check, exercise: str | None = None) -> tuple[
         return None, failed(exercise, f"{path.name} was not found in {path.resolve().parent}: save that notebook "
                                       f"(with your {name}) next to this one")
     try:
+        import nbformat  # here: a worker importing labkit.exercises must not pay for it
         nb = nbformat.read(path, as_version=4)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same diagnosis
         return None, failed(exercise, f"{path.name} could not be read as a notebook ({type(exc).__name__}): "

@@ -1,7 +1,9 @@
 """Model parallelism over RPC: ``MPConfig``; cutting the model (``parts``); the stage workers
 (``stage``) and the master's step through their RRefs (``driver``); what the processes run
 (``tasks``); training, checks and timing from the notebook (``train``); what the events say (``analysis``)."""
-from .config import MPConfig
-from .train import MPRun, check_step, compare_to_local, local_step, run, time_steps
+from ..lazy import exports
 
-__all__ = ["MPConfig", "MPRun", "check_step", "compare_to_local", "local_step", "run", "time_steps"]
+_WHERE = {"MPConfig": "config", **{name: "train" for name in ("MPRun", "check_step", "compare_to_local",
+                                                              "local_step", "run", "time_steps")}}
+__all__ = sorted(_WHERE)
+__getattr__, __dir__ = exports(__name__, _WHERE)  # the config without torch: the command line stays instant

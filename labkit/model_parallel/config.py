@@ -4,9 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import LabError
-from ..train import models
 from ..train.config import TrainConfig
-from .parts import resolve_split
 
 ROLES = {0: "the master (rank 0)", 1: "stage 1 (worker1, rank 1)", 2: "stage 2 (worker2, rank 2)"}
 
@@ -47,9 +45,11 @@ class MPConfig(TrainConfig):
             raise LabError(f"fail_mode must be 'raise' or 'crash', got {self.fail_mode!r}.")
         if self.timeout <= 0:
             raise LabError(f"timeout must be positive, got {self.timeout}.")
-        resolve_split(models.build(self.model), self.split, self.horizontal)
+        self.at  # noqa: B018 - a split the model does not have is refused here
 
     @property
     def at(self) -> int:
-        """The split as a layer index of the model."""
+        """The split as a layer index of the model (builds the model: torch is imported only here)."""
+        from ..train import models
+        from .parts import resolve_split
         return resolve_split(models.build(self.model), self.split, self.horizontal)

@@ -16,7 +16,7 @@ import pandas as pd
 from ..data.measures import label_skew, membership
 from ..data_parallel import run as run_data_parallel
 from ..data_parallel.config import DPConfig, make_all_samplers, steps_in_epoch, train_labels
-from ..data_parallel.simulate import simulate
+from ..data_parallel.simulation import simulate
 from ..errors import LabError
 from . import sweep
 

@@ -6,7 +6,6 @@ single process can be: batches are gathered from one pre-normalised tensor per s
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import torch
 
@@ -16,15 +15,8 @@ from ..data.batches import batches, epoch_order, step_count
 from ..runtime.group import prepare_process
 from ..runtime.progress import bar as progress_bar
 from . import models
-from .config import TrainConfig
+from .config import SingleConfig
 from .loop import evaluate, evaluation_due, forward_backward, make_optimizer, midway_row
-
-
-@dataclass(frozen=True)
-class SingleConfig(TrainConfig):
-    """One process trains the whole model on the whole training set (the reference workload)."""
-
-    threads: int = field(default=0, metadata={"help": "torch threads; 0 means all cores"})
 
 
 def run(cfg: SingleConfig, progress: bool = True, save: bool = True, log=print) -> list[dict]:
