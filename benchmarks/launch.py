@@ -11,6 +11,7 @@ import argparse
 import os
 import statistics
 import time
+from unittest import mock
 
 import labkit
 
@@ -23,18 +24,10 @@ def entered_at() -> float:
 
 def launch_once(mode: str, nodes: int, rpc: bool) -> tuple[float, float]:
     """(seconds until the last rank entered the function, seconds until launch returned)."""
-    saved = {k: os.environ.get(k) for k in ("LABKIT_WARM", "LABKIT_START_METHOD")}
-    os.environ.update(MODES[mode])
-    try:
+    with mock.patch.dict(os.environ, MODES[mode]):  # restores the environment afterwards
         start = time.time()
         stamps = labkit.launch(entered_at, nodes, rpc=rpc, timeout=120)
         return max(stamps) - start, time.time() - start
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def main():
