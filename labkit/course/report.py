@@ -176,7 +176,7 @@ def execute(path: Path, target: Path, cfg: ReportConfig, quick: bool = False, po
     """Run one notebook into ``target`` (with ``quick=True`` if asked); never raises for a failure inside it."""
     import papermill
 
-    source = _read_notebook(path, as_version=4)
+    source = _read_notebook(path)
     start = time.monotonic()
     problem = None
     try:
@@ -190,7 +190,7 @@ def execute(path: Path, target: Path, cfg: ReportConfig, quick: bool = False, po
     except Exception as exc:  # noqa: BLE001 - a notebook's failure is reported, not raised
         problem = exc
     seconds = time.monotonic() - start
-    executed = _read_notebook(target, as_version=4) if target.exists() else source
+    executed = _read_notebook(target) if target.exists() else source
     run = NotebookRun(path.name, problem is None, seconds, len(lab_cells(source)), quick)
     if problem is not None:
         run.failed_cell, run.error = failure(executed)
@@ -248,7 +248,7 @@ def key_number_rows(out: Path) -> list[dict]:
     """Every key number of every executed notebook in ``out/notebooks``."""
     rows = []
     for path in sorted((out / "notebooks").glob("*.ipynb")):
-        nb = _read_notebook(path, as_version=4)
+        nb = _read_notebook(path)
         rows += [{"notebook": path.stem, **asdict(key)} for key in keynumbers.read(nb).values()]
     return rows
 
@@ -278,12 +278,12 @@ def run(cfg: ReportConfig, log=print) -> list[NotebookRun]:
     with _kernel_environment(out / "tables"):
         for i, path in enumerate(chosen, 1):
             target = out / "notebooks" / path.name
-            quick = cfg.quick and "quick" in parameter_names(_read_notebook(path, as_version=4))
+            quick = cfg.quick and "quick" in parameter_names(_read_notebook(path))
             note = " (no quick parameter: its defaults)" if cfg.quick and not quick else ""
             log(f"[{i}/{len(chosen)}] {path.name}{note}")
             result = execute(path, target, cfg, quick, position=f"[{i}/{len(chosen)}] ")
             if target.exists():
-                executed = _read_notebook(target, as_version=4)
+                executed = _read_notebook(target)
                 result.figures = len(save_figures(executed, out / "figures" / path.stem))
                 export_html(executed, out / "html" / f"{path.stem}.html")
             log(f"    {path.name}: {result.line()}")
