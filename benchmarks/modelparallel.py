@@ -163,14 +163,33 @@ def compare_pipelining(batch, rounds, steps):
           f"for messages w1 {four.worker1_rpc_ms:.1f}, w2 {four.worker2_rpc_ms:.1f} ms")
 
 
-def compare_textbook(epochs):
-    run = modelparallel.run(modelparallel.MPConfig(epochs=epochs), progress=False, save=False,
-                                 log=lambda *_: None)
-    ours, ours_acc = sum(r["epoch_seconds"] for r in run.rows), run.rows[-1]["test_acc"]
-    theirs, theirs_acc = run_textbook(epochs)
-    print(f"3. reference workload (lenet5, {epochs} epochs, batch 32, 3 processes), training wall time: "
-          f"labkit {ours:.1f} s at {ours_acc:.2f} %, textbook {theirs:.1f} s at {theirs_acc:.2f} % -> "
-          f"labkit {theirs / ours:.2f}x faster (target >= 2x at equal or better accuracy)")
+VARIANTS = {"labkit (course: 3 processes, DistributedOptimizer)": {},
+            "labkit, per-stage optimizers": {"optimizer": "local"},
+            "labkit, master hosts stage 1": {"placement": "colocated"},
+            "labkit, master hosts stage 1 + per-stage optimizers": {"placement": "colocated", "optimizer": "local"}}
+
+
+def compare_textbook(epochs, rounds):
+    """Training wall time of the reference workload: the textbook loop and each labkit variant, interleaved."""
+    times = {"textbook": [], **{name: [] for name in VARIANTS}}
+    accuracy = {name: [] for name in times}
+    for _ in range(rounds):
+        seconds, acc = run_textbook(epochs)
+        times["textbook"].append(seconds)
+        accuracy["textbook"].append(acc)
+        for name, fields in VARIANTS.items():
+            run = modelparallel.run(modelparallel.MPConfig(epochs=epochs, **fields), progress=False, save=False,
+                                    log=lambda *_: None)
+            times[name].append(sum(r["epoch_seconds"] for r in run.rows))
+            accuracy[name].append(run.rows[-1]["test_acc"])
+    textbook = statistics.median(times["textbook"])
+    print(f"3. reference workload (lenet5, {epochs} epochs, batch 32), training wall time, median of {rounds} "
+          f"interleaved rounds [min-max]; speed-up = textbook median / variant median (target >= 2x at equal or "
+          f"better accuracy):")
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"   {name:55s} {median:6.1f} s [{min(values):.1f}-{max(values):.1f}]  "
+              f"acc {statistics.mean(accuracy[name]):.2f} %  speed-up {textbook / median:.2f}x")
 
 
 def main():
@@ -179,12 +198,17 @@ def main():
     ap.add_argument("--steps", type=int, default=200, help="timed steps for comparison 1")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved m=1/m=4 rounds for comparison 2")
     ap.add_argument("--mlp-batch", type=int, default=1024)
+    ap.add_argument("--textbook-rounds", type=int, default=3, help="interleaved rounds for comparison 3")
+    ap.add_argument("--only", type=int, choices=(1, 2, 3), help="run only this comparison")
     args = ap.parse_args()
     torch.set_num_threads(1)
     print(f"{os.cpu_count()} cores, torch {torch.__version__}, one torch thread per process")
-    compare_local(args.steps)
-    compare_pipelining(args.mlp_batch, args.rounds, 12)
-    compare_textbook(args.epochs)
+    if args.only in (None, 1):
+        compare_local(args.steps)
+    if args.only in (None, 2):
+        compare_pipelining(args.mlp_batch, args.rounds, 12)
+    if args.only in (None, 3):
+        compare_textbook(args.epochs, args.textbook_rounds)
 
 
 if __name__ == "__main__":

@@ -92,11 +92,19 @@ def test_horizontal_parts_compose_to_the_model_and_merge_back_to_its_state(name)
     ({"batch_size": 30, "micro_batches": 4}, "batch_size 30 cannot be cut into 4 equal micro-batches"),
     ({"nodes": 2}, "needs exactly 3 processes.*got nodes=2"),
     ({"nodes": 4}, "needs exactly 3 processes"),
+    ({"placement": "colocated", "nodes": 3}, None),   # the default: colocated makes it 2
+    ({"placement": "colocated", "nodes": 4}, "placement='colocated' needs exactly 2 processes, got nodes=4"),
+    ({"placement": "together"}, "unknown placement 'together'; choose one of separate, colocated"),
+    ({"optimizer": "adam"}, "unknown optimizer 'adam'; choose one of distributed, local, deferred"),
+    ({"placement": "colocated", "horizontal": True}, "a horizontal split does not have"),
     ({"fail_stage": 3}, "fail_stage must be 0"),
     ({"fail_mode": "explode"}, "fail_mode must be 'raise' or 'crash'"),
     ({"model": "vgg"}, "unknown model 'vgg'"),
 ])
 def test_bad_configuration_is_a_clear_error(fields, message):
+    if message is None:
+        assert mp.MPConfig(**fields).nodes == 2
+        return
     with pytest.raises(LabError, match=message):
         mp.MPConfig(**fields)
 
@@ -197,6 +205,7 @@ def test_layer_profile_and_best_split():
      "Traceback ...\nRuntimeError: stage 2 on worker2 failed: TypeError: 'x'\n", "stage 2 on worker2 failed: TypeError: 'x'"),
     ("Error on Node 1: something broke", "stage 1 (worker1, rank 1) failed: Error on Node 1: something broke"),
     ("eof", "RuntimeError: eof"),
+    ("RuntimeError: stage 1 on master failed: ValueError: v\n", "stage 1 on master failed: ValueError: v"),
 ])
 def test_stage_errors_are_reduced_to_the_line_naming_the_stage(text, expected):
     assert explain(RuntimeError(text)) == expected
@@ -222,7 +231,12 @@ def test_rpc_split_model_gives_the_local_models_loss_gradients_and_update():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fields", [{"micro_batches": 2}, {"micro_batches": 4, "split": 3}, {"micro_batches": 8},
-                                    {"horizontal": True}, {"horizontal": True, "split": 9, "micro_batches": 4}])
+                                    {"horizontal": True}, {"horizontal": True, "split": 9, "micro_batches": 4},
+                                    {"optimizer": "local"}, {"placement": "colocated"},
+                                    {"placement": "colocated", "optimizer": "local", "micro_batches": 4, "split": 3},
+                                    {"horizontal": True, "optimizer": "local"}, {"optimizer": "deferred"},
+                                    {"placement": "colocated", "optimizer": "deferred", "micro_batches": 4},
+                                    {"horizontal": True, "optimizer": "deferred", "micro_batches": 2}])
 def test_pipelined_and_horizontal_steps_give_the_same_update_as_the_whole_model(fields):
     cfg = mp.MPConfig(**fields)
     compare(mp.check_step(cfg, steps=2), mp.local_step(cfg, steps=2))
@@ -278,6 +292,16 @@ def test_a_failing_stage_stops_all_three_processes_and_is_named(stage, mode):
     message = str(info.value)
     assert f"stage {stage}" in message and f"worker{stage}" in message
     assert "All 3 workers were stopped" in message
+    assert_no_children_left()
+
+
+@pytest.mark.slow
+def test_the_master_can_host_stage_1_and_a_stage_error_still_names_where_it_ran():
+    cfg = mp.MPConfig(placement="colocated", optimizer="local", fail_stage=2, epochs=1, train_subset=320)
+    with pytest.raises(WorkerError) as info:
+        mp.run(cfg, progress=False, save=False)
+    message = str(info.value)
+    assert "stage 2 on worker1 failed" in message and "All 2 workers were stopped" in message
     assert_no_children_left()
 
 

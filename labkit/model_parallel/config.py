@@ -7,6 +7,9 @@ from ..errors import LabError
 from ..train.config import TrainConfig
 
 ROLES = {0: "the master (rank 0)", 1: "stage 1 (worker1, rank 1)", 2: "stage 2 (worker2, rank 2)"}
+COLOCATED_ROLES = {0: "the master with stage 1 (rank 0)", 1: "stage 2 (worker1, rank 1)"}
+PLACEMENTS = ("separate", "colocated")
+OPTIMIZERS = ("distributed", "local", "deferred")
 
 
 def _optional_int(text: str) -> int | None:
@@ -21,7 +24,15 @@ class MPConfig(TrainConfig):
         "first layer of stage 2 (or, with --horizontal, the Linear layer to divide); none = the model's natural split")})
     micro_batches: int = field(default=1, metadata={"help": "pipeline each batch in this many equal micro-batches"})
     horizontal: bool = field(default=False, metadata={"help": "divide one Linear layer's neurons between the workers"})
-    nodes: int = field(default=3, metadata={"help": "processes: the master and two stage workers"})
+    placement: str = field(default="separate", metadata={"help": (
+        "separate: the master and two stage workers, 3 processes (as the course); colocated: the master "
+        "hosts stage 1 itself and stage 2 runs on worker1, 2 processes (fewer messages per step)")})
+    optimizer: str = field(default="distributed", metadata={"help": (
+        "distributed: one DistributedOptimizer over every part's parameter RRefs (as the course); local: each "
+        "stage steps its own SGD, all started at once by one asynchronous call per stage; deferred: each stage keeps "
+        "the gradients of its backward pass and steps just before its next forward (no optimizer message)")})
+    nodes: int = field(default=3, metadata={"help": "processes: 3 (the master and two stage workers), "
+                                                    "or 2 with placement=colocated (set for you)"})
     fail_stage: int = field(default=0, metadata={"help": "make stage K fail at its first micro-batch (to see how "
                                                          "failures are reported); 0 = off"})
     fail_mode: str = field(default="raise", metadata={"help": "how fail_stage fails: raise (an exception) or "
@@ -30,9 +41,19 @@ class MPConfig(TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.nodes != 3:
-            raise LabError(f"model parallelism needs exactly 3 processes (a master and two stage workers), "
-                           f"got nodes={self.nodes}; use nodes=3.")
+        if self.placement not in PLACEMENTS:
+            raise LabError(f"unknown placement {self.placement!r}; choose one of {', '.join(PLACEMENTS)}.")
+        if self.optimizer not in OPTIMIZERS:
+            raise LabError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}.")
+        if self.placement == "colocated":
+            if self.horizontal:
+                raise LabError("placement='colocated' puts stage 1 on the master, which a horizontal split does not "
+                               "have; use placement='separate' with horizontal=True.")
+            if self.nodes == 3:   # the default: two processes are what colocated means
+                object.__setattr__(self, "nodes", 2)
+        if self.nodes != self.processes:
+            raise LabError(f"model parallelism with placement={self.placement!r} needs exactly {self.processes} "
+                           f"processes, got nodes={self.nodes}; use nodes={self.processes}.")
         if self.micro_batches < 1:
             raise LabError(f"micro_batches must be at least 1, got {self.micro_batches}.")
         if self.batch_size % self.micro_batches:
@@ -46,6 +67,15 @@ class MPConfig(TrainConfig):
         if self.timeout <= 0:
             raise LabError(f"timeout must be positive, got {self.timeout}.")
         self.at  # noqa: B018 - a split the model does not have is refused here
+
+    @property
+    def processes(self) -> int:
+        return 2 if self.placement == "colocated" else 3
+
+    @property
+    def roles(self) -> dict[int, str]:
+        """What each rank does, for error messages."""
+        return COLOCATED_ROLES if self.placement == "colocated" else ROLES
 
     @property
     def at(self) -> int:

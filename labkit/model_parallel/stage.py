@@ -121,12 +121,72 @@ class Stage(nn.Module):
         return [rpc.RRef(p) for p in self.net.parameters()]
 
     def state(self) -> dict[str, torch.Tensor]:
+        if hasattr(self, "deferred"):
+            self.deferred.flush()
         return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+
+    def use_deferred_optimizer(self, lr: float, momentum: float) -> None:
+        """Give this stage an SGD that steps when its parameters are next used (``optimizer="deferred"``)."""
+        self.deferred = DeferredOptimizer(self.net, lr, momentum)
+
+    def use_local_optimizer(self, lr: float, momentum: float) -> None:
+        """Give this stage its own SGD (``optimizer="local"``): ``step`` then updates it from a context's gradients."""
+        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=lr, momentum=momentum)
+
+    def step(self, context_id: int) -> None:
+        """One SGD step with this stage's gradients in a distributed autograd context: what
+        DistributedOptimizer does on each worker, without its TorchScript optimizer and global lock."""
+        step_with_context(self.optimizer, self.net, context_id)
 
     def gradients(self, context_id: int) -> dict[str, torch.Tensor]:
         """This stage's gradients in a distributed autograd context, by parameter name."""
         grads = dist_autograd.get_gradients(context_id)
         return {n: grads[p].clone() for n, p in self.net.named_parameters() if p in grads}
+
+
+def step_with_context(optimizer: torch.optim.Optimizer, module: nn.Module, context_id: int) -> None:
+    """Step ``optimizer`` (over ``module``'s parameters) with their gradients in a distributed autograd context."""
+    grads = dist_autograd.get_gradients(context_id)
+    params = list(module.parameters())
+    for p in params:
+        p.grad = grads.get(p)
+    optimizer.step()
+    for p in params:
+        p.grad = None
+
+
+class DeferredOptimizer:
+    """SGD without an optimizer message: hooks on the parameters collect the gradients the backward
+    pass produces (distributed autograd runs hooks on leaf tensors), and the step is applied just
+    before the parameters are next used: the next forward, or reading the state. Same update as
+    stepping right after the backward; the master only has to finish ``dist_autograd.backward``."""
+
+    def __init__(self, module: nn.Module, lr: float, momentum: float):
+        self.params = list(module.parameters())
+        self.optimizer = torch.optim.SGD(self.params, lr=lr, momentum=momentum)
+        self.pending: dict = {}
+        self.lock = threading.Lock()
+        for p in self.params:
+            p.register_hook(lambda grad, p=p: self._collect(p, grad))
+        for layer in module.modules():
+            if any(True for _ in layer.parameters(recurse=False)):
+                layer.register_forward_pre_hook(lambda *_: self.flush())
+
+    def _collect(self, p: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        with self.lock:   # micro-batches' backward passes may run at once: add their gradients up
+            self.pending[p] = grad if p not in self.pending else self.pending[p] + grad
+        return grad
+
+    def flush(self) -> None:
+        """Apply the step the last backward pass asked for, if any."""
+        with self.lock:
+            grads, self.pending = self.pending, {}
+        if grads:
+            for p in self.params:
+                p.grad = grads.get(p)
+            self.optimizer.step()
+            for p in self.params:
+                p.grad = None
 
 
 @dataclass(frozen=True)
@@ -155,10 +215,18 @@ def checked(value):
 
 
 def call(rref: rpc.RRef, method: str, *args):
+    """Run a method of the object behind ``rref`` and return its result; a stage on this very
+    process (placement="colocated") is called directly, without a message."""
+    if rref.is_owner():
+        return checked(_call(rref, method, *args))
     return checked(rpc.rpc_sync(rref.owner(), _call, args=(rref, method, *args)))
 
 
 def call_async(rref: rpc.RRef, method: str, *args) -> torch.futures.Future:
+    if rref.is_owner():
+        done = torch.futures.Future()
+        done.set_result(call(rref, method, *args))
+        return done
     return rpc.rpc_async(rref.owner(), _call, args=(rref, method, *args)).then(lambda done: checked(done.value()))
 
 

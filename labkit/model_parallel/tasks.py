@@ -110,17 +110,17 @@ class Time:
         return {"seconds": time.perf_counter() - start, "events": driver.take_events()}
 
 
-def explain(exc: Exception) -> str:
+def explain(exc: Exception, roles: dict[int, str] = ROLES) -> str:
     """A stage's error as it arrives at the master, reduced to the line that names the stage."""
     text = str(exc)
-    named = re.search(r"^(?:RuntimeError: )?((?:stage|half) \d on worker\d failed: .*)$", text, re.MULTILINE)
+    named = re.search(r"^(?:RuntimeError: )?((?:stage|half) \d on \w+ failed: .*)$", text, re.MULTILINE)
     if named:
         return named.group(1).rstrip(". ")
     node = re.search(r"worker(\d)|Node (\d)", text)
     if node:
         k = int(node.group(1) or node.group(2))
         first = next((line for line in text.splitlines() if line.strip()), "")
-        return f"{ROLES.get(k, f'rank {k}')} failed: {first}"
+        return f"{roles.get(k, f'rank {k}')} failed: {first}"
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
@@ -142,7 +142,7 @@ def _on_master(task, build=make_driver):
         driver = build(task.cfg, task.cfg.at)
         return task(driver)
     except RuntimeError as exc:
-        raise LabError(f"{explain(exc)}. The master stopped the run.") from exc   # the stage's traceback stays in the chain
+        raise LabError(f"{explain(exc, task.cfg.roles)}. The master stopped the run.") from exc   # the stage's traceback stays in the chain
     finally:
         if driver is not None:
             driver.close()

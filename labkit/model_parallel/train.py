@@ -19,7 +19,7 @@ from ..runtime.launcher import launch
 from ..train import models
 from ..train.loop import forward_backward, make_optimizer
 from . import analysis
-from .config import ROLES, MPConfig
+from .config import MPConfig
 from .tasks import Check, Time, Train, first_batches, run_tasks
 
 
@@ -36,14 +36,14 @@ class MPRun:
 
 
 def _launch(tasks: list, driver=None) -> list:
-    """Run the tasks on the master of one 3-process launch; a stage's failure names that stage.
+    """Run the tasks on the master of one launch (3 processes, or 2 with placement="colocated"); a stage's failure names that stage.
     ``driver(cfg, at)`` builds the master's driver (default: labkit's ``driver.make_driver``)."""
-    cfg = tasks[0].cfg
+    cfg = max((task.cfg for task in tasks), key=lambda c: c.nodes)   # colocated configs also run among 3 processes
     try:
         return launch(run_tasks, cfg.nodes, tasks, driver, threads=cfg.torch_threads, timeout=cfg.timeout, rpc=True)[0]
     except WorkerError as exc:
         if exc.ranks and exc.ranks[0] in (1, 2):
-            raise WorkerError(f"model parallel run failed in {ROLES[exc.ranks[0]]}: {exc}", exc.ranks, exc.reason,
+            raise WorkerError(f"model parallel run failed in {cfg.roles[exc.ranks[0]]}: {exc}", exc.ranks, exc.reason,
                               exc.tracebacks, exc.exitcodes) from None
         raise
 
@@ -102,8 +102,8 @@ def compare_to_local(cfg: MPConfig, steps: int = 2, driver=None) -> pd.DataFrame
 
 
 def time_steps(configs: list[MPConfig], steps: int = 30) -> pd.DataFrame:
-    """Time ``steps`` training steps of each config, all in one 3-process launch so they are measured
-    under the same conditions. One row per config: step time, per-worker compute, rpc wait and idle
+    """Time ``steps`` training steps of each config, all in one launch so they are measured under the
+    same conditions (a colocated config among separate ones leaves worker2 idle, waiting). One row per config: step time, per-worker compute, rpc wait and idle
     fraction, bytes per step, and the pipelining bound from the stage times of the same model and split
     with one micro-batch (when that config is in the list)."""
     if not configs:
