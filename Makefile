@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup results test lab lock bench clean browser
+.PHONY: setup results test lab lock bench clean browser docker image
 
 setup: $(STAMP)
 
@@ -18,13 +18,24 @@ $(STAMP): requirements.lock pyproject.toml
 results: setup
 	$(BIN)/labkit report
 
-test: setup browser
+test: setup browser docker
 	$(BIN)/python -m pytest
 
 # Debian's Chromium for the browser tests (Playwright drives it; no browser download).
 # Installs only as root; otherwise the browser tests skip and say why.
 browser:
 	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || (apt-get update && apt-get install -y --no-install-recommends chromium)
+
+# Docker for the cluster tests, like `browser`: as root, install Debian's docker.io, docker-compose 1.29 and
+# mmdebstrap, and start the daemon if none runs; otherwise the Docker tests skip and say why.
+docker:
+	@command -v dockerd >/dev/null || [ "$$(id -u)" != 0 ] || (apt-get update && apt-get install -y docker.io docker-compose mmdebstrap)
+	@docker info >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || ! command -v dockerd >/dev/null || \
+	  { (dockerd >/tmp/dockerd.log 2>&1 &); for i in $$(seq 30); do docker info >/dev/null 2>&1 && break; sleep 1; done; }
+
+# The cluster's node image (docker/Dockerfile); `labkit cluster up` also builds it when missing or stale.
+image: setup
+	$(BIN)/labkit cluster build
 
 # The student release in student/ (written where missing, never overwritten), opened in JupyterLab.
 lab: setup

@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_report_and_grade(sub)
     _add_release_and_autograde(sub)
+    sub.add_parser("cluster", add_help=False, help="one Docker container per node (docker compose), links you "
+                                                    "can slow down: labkit cluster up|run|status|down|build --help")
     return parser
 
 
@@ -175,6 +177,10 @@ def _grade(args: dict) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["cluster"]:  # its own parser: everything after `--` is the job's labkit command line
+        from .cluster.cli import main as cluster_main
+        return cluster_main(argv[1:])
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     try:

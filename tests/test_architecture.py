@@ -12,7 +12,7 @@ from conftest import ROOT
 
 PACKAGE = ROOT / "labkit"
 # Lowest first. A module may import from its own layer and from any layer before it.
-LAYERS = ["errors", "lazy", "paths", "environment", "results", "runtime", "data", "train", "collectives",
+LAYERS = ["errors", "lazy", "paths", "environment", "results", "runtime", "data", "train", "collectives", "cluster",
           "data_parallel", "model_parallel", "studies", "exercises", "notebook", "course", "cli", "__main__", "__init__"]
 MAX_LINES = 300
 
