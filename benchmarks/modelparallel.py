@@ -3,7 +3,8 @@
 1. Step time of lenet5 split over 3 processes (master + two stages) against one local process.
 2. Pipelining on the balanced ``mlp``: m = 4 micro-batches against m = 1, with a batch big enough that
    each micro-batch's compute is far above the RPC round trip, next to the bound from measured stage times.
-3. The reference workload (lenet5, 2 epochs, batch 32, 3 processes) against the textbook implementation
+3. The reference workload (lenet5, 2 epochs, batch 32) in each of labkit's variants (model_parallel.VARIANTS:
+   where stage 1 lives, how the optimizer steps) against the textbook implementation
    of the PyTorch RPC tutorials: a DataLoader over a per-sample Dataset (textbook.py) feeding a chain of
    rpc_sync calls through the master, started with torch.multiprocessing.spawn. Both use labkit's
    lenet5 with the same initial weights, SGD(lr 0.01, momentum 0.9), and one torch thread per process.
@@ -163,21 +164,15 @@ def compare_pipelining(batch, rounds, steps):
           f"for messages w1 {four.worker1_rpc_ms:.1f}, w2 {four.worker2_rpc_ms:.1f} ms")
 
 
-VARIANTS = {"labkit (course: 3 processes, DistributedOptimizer)": {},
-            "labkit, per-stage optimizers": {"optimizer": "local"},
-            "labkit, master hosts stage 1": {"placement": "colocated"},
-            "labkit, master hosts stage 1 + per-stage optimizers": {"placement": "colocated", "optimizer": "local"}}
-
-
 def compare_textbook(epochs, rounds):
     """Training wall time of the reference workload: the textbook loop and each labkit variant, interleaved."""
-    times = {"textbook": [], **{name: [] for name in VARIANTS}}
+    times = {"textbook": [], **{name: [] for name in modelparallel.VARIANTS}}
     accuracy = {name: [] for name in times}
     for _ in range(rounds):
         seconds, acc = run_textbook(epochs)
         times["textbook"].append(seconds)
         accuracy["textbook"].append(acc)
-        for name, fields in VARIANTS.items():
+        for name, fields in modelparallel.VARIANTS.items():
             run = modelparallel.run(modelparallel.MPConfig(epochs=epochs, **fields), progress=False, save=False,
                                     log=lambda *_: None)
             times[name].append(sum(r["epoch_seconds"] for r in run.rows))
@@ -188,7 +183,7 @@ def compare_textbook(epochs, rounds):
           f"better accuracy):")
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"   {name:55s} {median:6.1f} s [{min(values):.1f}-{max(values):.1f}]  "
+        print(f"   {name:45s} {median:6.1f} s [{min(values):.1f}-{max(values):.1f}]  "
               f"acc {statistics.mean(accuracy[name]):.2f} %  speed-up {textbook / median:.2f}x")
 
 

@@ -48,11 +48,20 @@ def test_runs_trains_compares_and_plots(executed):
 @pytest.mark.slow
 def test_split_model_agrees_with_the_local_model_in_the_notebook(executed):
     cells = [c for c in executed.cells if c.cell_type == "code" and "compare_to_local" in c.source]
-    assert len(cells) == 2
+    assert len(cells) == 3   # the reference split, the master hosting stage 1 with deferred steps, horizontal
     for cell in cells:
         shown = next(o["data"]["text/plain"] for o in cell.outputs if "data" in o)
         numbers = [float(v) for v in re.findall(r"\d\.\d+e-\d+|\b0\.0+\b", shown)]
         assert numbers and max(numbers) < 1e-5
+
+
+@pytest.mark.slow
+def test_the_variants_are_measured_in_one_sweep_with_their_spread(executed):
+    cell = next(c for c in executed.cells if c.cell_type == "code" and "compare_variants(" in c.source)
+    shown = next(o["data"]["text/plain"] for o in cell.outputs if "data" in o and "text/plain" in o["data"]
+                 and "median ms" in o["data"]["text/plain"])
+    assert "master hosts stage 1" in shown and "deferred" in shown and "min ms" in shown
+    assert any("image/png" in o.get("data", {}) for o in cell.outputs)
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@
 (``tasks``); training, checks and timing from the notebook (``train``); what the events say (``analysis``)."""
 from ..lazy import exports
 
-_WHERE = {"MPConfig": "config", **{name: "train" for name in ("MPRun", "check_step", "compare_to_local",
-                                                              "local_step", "run", "time_steps")}}
+_WHERE = {"MPConfig": "config", **{name: "train" for name in ("MPRun", "VARIANTS", "check_step", "compare_to_local",
+                                                              "compare_variants", "local_step", "run", "time_steps")}}
 __all__ = sorted(_WHERE)
 __getattr__, __dir__ = exports(__name__, _WHERE)  # the config without torch: the command line stays instant

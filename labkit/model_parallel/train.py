@@ -9,7 +9,7 @@ whole model; ``time_steps`` measures several configurations in one launch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
@@ -21,6 +21,15 @@ from ..train.loop import forward_backward, make_optimizer
 from . import analysis
 from .config import MPConfig
 from .tasks import Check, Time, Train, first_batches, run_tasks
+
+
+# Ways to run the same workload that differ in where stage 1 lives and how the optimizer steps
+# (``compare_variants``); the first is the course's, which the others are compared with.
+VARIANTS = {"course: 3 processes, DistributedOptimizer": {},
+            "per-stage optimizers (one async call each)": {"optimizer": "local"},
+            "no optimizer message (deferred step)": {"optimizer": "deferred"},
+            "master hosts stage 1": {"placement": "colocated"},
+            "master hosts stage 1, deferred step": {"placement": "colocated", "optimizer": "deferred"}}
 
 
 @dataclass
@@ -131,3 +140,20 @@ def time_steps(configs: list[MPConfig], steps: int = 30) -> pd.DataFrame:
         bound.append(analysis.pipeline_bound(b.worker1_compute_ms, b.worker2_compute_ms, int(row.micro_batches))
                      if b is not None else float("nan"))
     return table.assign(speedup_vs_m1=speedup, bound=bound)
+
+
+def compare_variants(variants: dict[str, dict] = VARIANTS, base: MPConfig | None = None, steps: int = 30,
+                     rounds: int = 3) -> pd.DataFrame:
+    """Step time of each variant of one workload (``base`` with the variant's fields), all in one launch,
+    in ``rounds`` interleaved rounds: median, min and max over the rounds, and the speed-up of each
+    median over the first variant's."""
+    if rounds < 1:
+        raise LabError(f"rounds must be at least 1, got {rounds}.")
+    base = base or MPConfig()
+    configs = [replace(base, **fields) for _ in range(rounds) for fields in variants.values()]
+    table = time_steps(configs, steps).assign(variant=list(variants) * rounds)
+    times = table.groupby("variant", sort=False).step_ms
+    out = pd.DataFrame({"processes": [replace(base, **f).nodes for f in variants.values()],
+                        "median ms": times.median(), "min ms": times.min(), "max ms": times.max()})
+    out["speed-up"] = out["median ms"].iloc[0] / out["median ms"]
+    return out

@@ -96,3 +96,16 @@ def mp_worker_time(table, label="config", ax=None):
     ax.set_ylabel("ms per step")
     ax.legend(fontsize=8)
     return fig
+
+
+def mp_variants(table, ax=None):
+    """Median step time per variant (``compare_variants``), the bar's line spanning min to max over rounds."""
+    fig, ax = axes(ax, (6.5, 3.2))
+    y = np.arange(len(table))[::-1]
+    ax.barh(y, table["median ms"], color="tab:blue", alpha=0.7)
+    ax.errorbar(table["median ms"], y, xerr=[table["median ms"] - table["min ms"], table["max ms"] - table["median ms"]],
+                fmt="none", ecolor="black", capsize=3)
+    ax.set_yticks(y, [f"{name} ({n} proc.)" for name, n in zip(table.index, table.processes)], fontsize=8)
+    ax.set_xlabel("ms per training step (median, min-max over rounds)")
+    ax.grid(True, axis="x", alpha=0.3)
+    return fig
