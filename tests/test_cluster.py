@@ -250,3 +250,32 @@ def test_killing_a_node_fails_the_job_naming_it_within_60_s_and_leaves_nothing(c
     assert "[172.28.58.12]" in cluster.output  # node01's own error names the peer it lost
     assert "removed: no container, network or volume left" in cluster.output
     assert docker.leftovers(cluster.project) == []
+
+
+# ---------------------------------------------------------------- notebook 06's measurements (labkit.cluster.measure)
+
+def test_lenet5_on_2_nodes_is_slower_at_100_mbit_than_unshaped_in_the_same_run():
+    """The issue's must-show: one run, 1 node then 2 nodes unshaped and at 100 Mbit/s, every epoch apart."""
+    from labkit.cluster import jobs, measure
+    backend, why = jobs.available()
+    if backend is None:
+        pytest.skip(why)
+    speed = measure.dp_speedup(["lenet5"], [1, 2], ["", "100mbit"], epochs=3, steps=40, backend=backend, progress=False)
+    at = speed[speed["nodes"] == 2].groupby("rate")["speedup"]
+    line = (f"lenet5, 2 {backend} nodes, speed-up per epoch: unshaped {at.get_group('unshaped').round(2).tolist()}, "
+            f"100 Mbit/s {at.get_group('100 Mbit/s').round(2).tolist()}")
+    print(line)
+    assert at.max()["100 Mbit/s"] < at.min()["unshaped"], line
+
+
+def test_the_docker_backend_measures_collectives_under_shaping_and_leaves_nothing(node_image):
+    from labkit.cluster import docker, jobs, measure
+    from labkit.collectives.costmodel import fit
+    tables = {}
+    with jobs.Nodes("docker", 2) as nodes:
+        for rate in ("", "100mbit"):
+            tables[rate] = nodes.run(2, rate, COMM, "comm").assign(rate=measure.label(rate))
+    assert docker.leftovers(nodes.project) == []
+    shaped = fit(tables["100mbit"])
+    assert 70 <= shaped.gbit * 1e3 <= 110, f"fitted {shaped.gbit * 1e3:.0f} Mbit/s under 100 Mbit/s shaping"
+    check_against_model(tables[""], tables["100mbit"])
