@@ -19,6 +19,7 @@ COMMANDS = {
     "labkit run dp --help": [sys.executable, "-m", "labkit", "run", "dp", "--help"],
     "labkit run dp --sync nope": [sys.executable, "-m", "labkit", "run", "dp", "--sync", "nope"],
     "labkit run mp --micro-batches 5": [sys.executable, "-m", "labkit", "run", "mp", "--micro-batches", "5"],
+    "labkit run mp --split 0": [sys.executable, "-m", "labkit", "run", "mp", "--split", "0"],
 }
 TARGETS = {name for name in COMMANDS if name.startswith("labkit")}
 

@@ -38,6 +38,8 @@ def test_help_imports_nothing_heavy(args):
     (["run", "dp", "--epochs", "0"], "error: epochs must be at least 1, got 0."),
     (["run", "mp", "--micro-batches", "5"], "error: batch_size 32 cannot be cut into 5 equal micro-batches"),
     (["run", "dp", "--alpha", "x"], "error: argument --alpha: invalid float value: 'x'"),
+    (["run", "mp", "--split", "0"], "error: split point 0 is invalid for a model of 10 layers; use 1..9"),
+    (["run", "mp", "--horizontal", "true", "--split", "3"], "error: horizontal=True divides a Linear layer's"),
 ])
 def test_a_rejected_flag_is_one_line_and_imports_nothing_heavy(args, message):
     proc, heavy = imports_of(*args)

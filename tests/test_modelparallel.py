@@ -16,6 +16,7 @@ from labkit import results
 from labkit.errors import LabError, WorkerError
 from labkit.model_parallel import analysis
 from labkit.model_parallel import parts as mp_parts
+from labkit.model_parallel.config import LAYOUTS
 from labkit.model_parallel.stage import BWD, FWD, OPT, STEP
 from labkit.model_parallel.tasks import explain
 from labkit.train import models
@@ -87,7 +88,7 @@ def test_horizontal_parts_compose_to_the_model_and_merge_back_to_its_state(name)
 @pytest.mark.parametrize("fields,message", [
     ({"split": 0}, "split point 0 is invalid for a model of 10 layers; use 1..9"),
     ({"split": 10}, "split point 10 is invalid"),
-    ({"horizontal": True, "split": 3}, "layer 3 of this model is Conv2d; use split= one of \\[7, 9\\]"),
+    ({"horizontal": True, "split": 3}, "layer 3 of this model is not a Linear layer; use split= one of \\[7, 9\\]"),
     ({"micro_batches": 0}, "micro_batches must be at least 1, got 0"),
     ({"batch_size": 30, "micro_batches": 4}, "batch_size 30 cannot be cut into 4 equal micro-batches"),
     ({"nodes": 2}, "needs exactly 3 processes.*got nodes=2"),
@@ -107,6 +108,11 @@ def test_bad_configuration_is_a_clear_error(fields, message):
         return
     with pytest.raises(LabError, match=message):
         mp.MPConfig(**fields)
+
+
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_the_light_layouts_match_the_built_models(name):
+    assert mp_parts.layout(models.build(name)) == LAYOUTS[name]
 
 
 def test_default_config_is_the_reference_workload():

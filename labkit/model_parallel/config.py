@@ -10,6 +10,27 @@ ROLES = {0: "the master (rank 0)", 1: "stage 1 (worker1, rank 1)", 2: "stage 2 (
 COLOCATED_ROLES = {0: "the master with stage 1 (rank 0)", 1: "stage 2 (worker1, rank 1)"}
 PLACEMENTS = ("separate", "colocated")
 OPTIMIZERS = ("distributed", "local", "deferred")
+# Each model's layer count, natural split and Linear layers (index: output neurons), so that a config's split
+# is checked without building the model, which needs torch (tests compare this table with models.build).
+LAYOUTS = {"lenet5": (10, 7, {7: 120, 9: 10}), "lenet5_bn": (12, 9, {9: 120, 11: 10}),
+           "lenet5_gn": (12, 9, {9: 120, 11: 10}), "cnn": (9, 6, {6: 128, 8: 10}),
+           "mlp": (10, 5, {1: 784, 3: 784, 5: 784, 7: 784, 9: 10})}
+
+
+def split_point(layers: int, natural: int, linears: dict[int, int], split: int | None, horizontal: bool) -> int:
+    """The layer index a split means for a model of ``layers`` layers; LabError if it cannot be used."""
+    at = natural if split is None else split
+    if horizontal:
+        if at not in linears:
+            raise LabError(f"horizontal=True divides a Linear layer's neurons, but layer {at} of this model is "
+                           f"{'not a Linear layer' if 0 <= at < layers else 'missing'}; "
+                           f"use split= one of {sorted(linears)}.")
+        if linears[at] < 2:
+            raise LabError(f"layer {at} has a single output neuron; it cannot be divided between two workers.")
+    elif not 0 < at < layers:
+        raise LabError(f"split point {at} is invalid for a model of {layers} layers; "
+                       f"use 1..{layers - 1} (stage 2 starts at that layer).")
+    return at
 
 
 def _optional_int(text: str) -> int | None:
@@ -79,7 +100,5 @@ class MPConfig(TrainConfig):
 
     @property
     def at(self) -> int:
-        """The split as a layer index of the model (builds the model: torch is imported only here)."""
-        from ..train import models
-        from .parts import resolve_split
-        return resolve_split(models.build(self.model), self.split, self.horizontal)
+        """The split as a layer index of the model."""
+        return split_point(*LAYOUTS[self.model], self.split, self.horizontal)

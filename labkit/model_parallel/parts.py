@@ -29,21 +29,10 @@ def split_linear(layer: nn.Linear, parts: int = 2) -> list[nn.Linear]:
     return pieces
 
 
-def resolve_split(model: models.StagedModel, split: int | None, horizontal: bool) -> int:
-    """The layer index a config's ``split`` means for this model; LabError if it cannot be used."""
-    at = model.split if split is None else split
-    if horizontal:
-        if not 0 <= at < len(model) or not isinstance(model[at], nn.Linear):
-            linear = [i for i, layer in enumerate(model) if isinstance(layer, nn.Linear)]
-            raise LabError(f"horizontal=True divides a Linear layer's neurons, but layer {at} of this model is "
-                           f"{type(model[at]).__name__ if 0 <= at < len(model) else 'missing'}; "
-                           f"use split= one of {linear}.")
-        if model[at].out_features < 2:
-            raise LabError(f"layer {at} has a single output neuron; it cannot be divided between two workers.")
-    elif not 0 < at < len(model):
-        raise LabError(f"split point {at} is invalid for a model of {len(model)} layers; "
-                       f"use 1..{len(model) - 1} (stage 2 starts at that layer).")
-    return at
+def layout(model: models.StagedModel) -> tuple[int, int, dict[int, int]]:
+    """A built model's layer count, natural split and {Linear layer: output neurons}: what
+    ``config.LAYOUTS`` lists for each model without building it (a test compares the two)."""
+    return len(model), model.split, {i: l.out_features for i, l in enumerate(model) if isinstance(l, nn.Linear)}
 
 
 def build_part(model_name: str, seed: int, at: int, horizontal: bool, part: str) -> nn.Module:
