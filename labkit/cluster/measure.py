@@ -164,6 +164,16 @@ def keep(frame: pd.DataFrame, table: str, quick: bool) -> None:
         frame.to_csv(REFERENCE / f"{table}.csv", index=False)
 
 
+def measured_or_reference(table: str, measure, backend: str | None, quick: bool, **kwargs) -> pd.DataFrame:
+    """``measure(backend=backend, **kwargs)``, kept as ``table`` (``keep``), where a backend runs here;
+    otherwise the reference run's ``table``: what notebook 06 shows either way."""
+    if not backend:
+        return reference(table)
+    frame = measure(backend=backend, **kwargs)
+    keep(frame, table, quick)
+    return frame
+
+
 def reference(table: str) -> pd.DataFrame:
     """The reference run's table; a LabError saying how to make one if none is committed."""
     path = REFERENCE / f"{table}.csv"

@@ -119,7 +119,7 @@ class Driver:
         return events
 
     def states(self) -> dict[str, dict]:
-        if hasattr(self.optimizer, "flush"):
+        if isinstance(self.optimizer, DeferredSteps):
             self.optimizer.flush()
         states = {part: call(stage, "state") for part, stage in self.stages.items()}
         states.update({p: {k: v.detach().clone() for k, v in m.state_dict().items()} for p, m in self.local.items()})

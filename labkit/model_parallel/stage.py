@@ -58,6 +58,7 @@ class Stage(nn.Module):
         self._busy = threading.Lock()     # held while this stage computes
         self._events: list[tuple] = []    # (seq, phase, start, end, in_bytes, out_bytes)
         self._lock = threading.Lock()     # guards _events
+        self.deferred: DeferredOptimizer | None = None   # optimizer="deferred"
 
     def forward(self, seq: int, x):
         """Compute this stage for micro-batch ``seq``; ``x`` is a tensor or an RRef to the previous
@@ -121,7 +122,7 @@ class Stage(nn.Module):
         return [rpc.RRef(p) for p in self.net.parameters()]
 
     def state(self) -> dict[str, torch.Tensor]:
-        if hasattr(self, "deferred"):
+        if self.deferred is not None:
             self.deferred.flush()
         return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
 
