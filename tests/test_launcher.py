@@ -246,10 +246,18 @@ def test_parent_killed_takes_its_workers_along(tmp_path):
     (rank, 2, {"threads": 0}, "threads must be a whole number of at least 1"),
     (rank, 2, {"timeout": 0}, "timeout must be a positive number of seconds"),
     (rank, 100, {}, "more than 64 local worker processes"),
+    (rank, 2, {"rpc": -1}, "rpc must be True, False or the seconds one RPC call may take"),
+    (rank, 2, {"rpc": "yes"}, "rpc must be True, False or the seconds"),
 ])
 def test_bad_requests_are_refused_clearly(fn, nodes, kwargs, message):
     with pytest.raises(LabError, match=message):
         labkit.launch(fn, nodes, **kwargs)
+
+
+@pytest.mark.parametrize("rpc,timeout,expected", [(False, 600, 0.0), (True, 600, 120.0), (True, 30, 30.0), (5, 600, 5.0)])
+def test_an_rpc_call_waits_at_most_the_launch_timeout_or_two_minutes(rpc, timeout, expected):
+    from labkit.runtime.launcher import rpc_call_timeout
+    assert rpc_call_timeout(rpc, timeout) == expected
 
 
 def test_unpicklable_argument_is_refused_before_starting():

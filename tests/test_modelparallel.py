@@ -99,7 +99,8 @@ def test_horizontal_parts_compose_to_the_model_and_merge_back_to_its_state(name)
     ({"optimizer": "adam"}, "unknown optimizer 'adam'; choose one of distributed, local, deferred"),
     ({"placement": "colocated", "horizontal": True}, "a horizontal split does not have"),
     ({"fail_stage": 3}, "fail_stage must be 0"),
-    ({"fail_mode": "explode"}, "fail_mode must be 'raise' or 'crash'"),
+    ({"fail_mode": "explode"}, "fail_mode must be 'raise', 'crash' or 'hang'"),
+    ({"rpc_timeout": 0}, "rpc_timeout must be a positive number of seconds, got 0"),
     ({"model": "vgg"}, "unknown model 'vgg'"),
 ])
 def test_bad_configuration_is_a_clear_error(fields, message):
@@ -212,6 +213,8 @@ def test_layer_profile_and_best_split():
     ("Error on Node 1: something broke", "stage 1 (worker1, rank 1) failed: Error on Node 1: something broke"),
     ("eof", "RuntimeError: eof"),
     ("RuntimeError: stage 1 on master failed: ValueError: v\n", "stage 1 on master failed: ValueError: v"),
+    ("Got the following error when running the callback: RuntimeError: worker2 did not answer within 3 s",
+     "stage 2 (worker2, rank 2) failed: RuntimeError: worker2 did not answer within 3 s"),
 ])
 def test_stage_errors_are_reduced_to_the_line_naming_the_stage(text, expected):
     assert explain(RuntimeError(text)) == expected
@@ -298,6 +301,20 @@ def test_a_failing_stage_stops_all_three_processes_and_is_named(stage, mode):
     message = str(info.value)
     assert f"stage {stage}" in message and f"worker{stage}" in message
     assert "All 3 workers were stopped" in message
+    assert_no_children_left()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage,fields", [(1, {}), (2, {}), (2, {"placement": "colocated"})])
+def test_a_stage_that_never_answers_is_named_within_the_rpc_timeout(stage, fields):
+    # A stuck stage (alive, silent) must not hang the notebook until the launch's hour-long timeout:
+    # the master's call, or the next stage's fetch of its output, gives up after rpc_timeout and names it.
+    cfg = mp.MPConfig(fail_stage=stage, fail_mode="hang", rpc_timeout=3, epochs=1, train_subset=64, **fields)
+    with pytest.raises(WorkerError) as info:
+        mp.run(cfg, progress=False, save=False)
+    first = str(info.value).splitlines()[0]
+    owner = cfg.roles[stage if cfg.placement == "separate" else stage - 1]   # e.g. "stage 2 (worker2, rank 2)"
+    assert first.startswith(f"rank 0 raised LabError: {owner} failed") and "rpc_timeout)" in first, first
     assert_no_children_left()
 
 

@@ -61,6 +61,7 @@ def test_the_variants_are_measured_in_one_sweep_with_their_spread(executed):
     shown = next(o["data"]["text/plain"] for o in cell.outputs if "data" in o and "text/plain" in o["data"]
                  and "median ms" in o["data"]["text/plain"])
     assert "master hosts stage 1" in shown and "deferred" in shown and "min ms" in shown
+    assert "faster beyond spread" in shown
     assert any("image/png" in o.get("data", {}) for o in cell.outputs)
 
 

@@ -56,8 +56,10 @@ class MPConfig(TrainConfig):
                                                     "or 2 with placement=colocated (set for you)"})
     fail_stage: int = field(default=0, metadata={"help": "make stage K fail at its first micro-batch (to see how "
                                                          "failures are reported); 0 = off"})
-    fail_mode: str = field(default="raise", metadata={"help": "how fail_stage fails: raise (an exception) or "
-                                                             "crash (its process dies)"})
+    fail_mode: str = field(default="raise", metadata={"help": "how fail_stage fails: raise (an exception), "
+                                                             "crash (its process dies) or hang (it never answers)"})
+    rpc_timeout: float = field(default=120.0, metadata={"help": "seconds one RPC call may wait for its answer "
+                                                                "before the run stops with an error"})
     timeout: float = field(default=3600.0, metadata={"help": "stop every process after this many seconds"})
 
     def __post_init__(self):
@@ -83,10 +85,11 @@ class MPConfig(TrainConfig):
                            f"(e.g. {self.micro_batches * max(1, self.batch_size // self.micro_batches)}).")
         if self.fail_stage not in (0, 1, 2):
             raise LabError(f"fail_stage must be 0 (off), 1 or 2, got {self.fail_stage}.")
-        if self.fail_mode not in ("raise", "crash"):
-            raise LabError(f"fail_mode must be 'raise' or 'crash', got {self.fail_mode!r}.")
-        if self.timeout <= 0:
-            raise LabError(f"timeout must be positive, got {self.timeout}.")
+        if self.fail_mode not in ("raise", "crash", "hang"):
+            raise LabError(f"fail_mode must be 'raise', 'crash' or 'hang', got {self.fail_mode!r}.")
+        for name in ("timeout", "rpc_timeout"):
+            if not getattr(self, name) > 0:
+                raise LabError(f"{name} must be a positive number of seconds, got {getattr(self, name)}.")
         self.at  # noqa: B018 - a split the model does not have is refused here
 
     @property

@@ -63,7 +63,7 @@ class Stage(nn.Module):
     def forward(self, seq: int, x):
         """Compute this stage for micro-batch ``seq``; ``x`` is a tensor or an RRef to the previous
         stage's output (fetched here, straight from the worker that holds it)."""
-        x = x.to_here() if hasattr(x, "to_here") else x
+        x = fetch(x) if hasattr(x, "to_here") else x
         if isinstance(x, Failure):
             return x   # the previous stage failed: pass its failure on to the master
         try:
@@ -76,6 +76,8 @@ class Stage(nn.Module):
     def _compute(self, seq: int, x: torch.Tensor) -> torch.Tensor:
         if self.fail == "crash":
             os._exit(13)   # as if the process was killed: no exception, no goodbye
+        if self.fail == "hang":
+            threading.Event().wait()   # as if stuck: alive, silent, never answers
         if self.fail:
             raise RuntimeError(f"injected failure (fail_stage) at micro-batch {seq}")
         start = time.perf_counter()
@@ -215,12 +217,39 @@ def checked(value):
     return value
 
 
+TIMED_OUT = "ran for more than set timeout"   # torch's words for an RPC call that got no answer in time
+
+
+def answered(rref: rpc.RRef, future):
+    """The value of an RPC call to ``rref``'s owner; an answer that never came names that worker."""
+    try:
+        return checked(future.wait())
+    except RuntimeError as exc:
+        if TIMED_OUT not in str(exc):
+            raise
+        raise RuntimeError(f"{rref.owner().name} did not answer within {rpc.get_rpc_timeout():g} s (rpc_timeout): "
+                           "it is stuck or far slower than it should be") from None
+
+
+def fetch(rref: rpc.RRef):
+    """The previous stage's output from its worker. It gives up sooner than the master's own call to this
+    stage, so a stuck previous stage is named as such, not as this stage being slow."""
+    limit = 0.8 * rpc.get_rpc_timeout()
+    try:
+        return rref.to_here(timeout=limit)
+    except RuntimeError as exc:
+        if TIMED_OUT not in str(exc):
+            raise
+        return Failure(f"{rref.owner().name} did not deliver its output within {limit:g} s (0.8 x rpc_timeout): it "
+                       "is stuck or far slower than it should be", "")
+
+
 def call(rref: rpc.RRef, method: str, *args):
     """Run a method of the object behind ``rref`` and return its result; a stage on this very
     process (placement="colocated") is called directly, without a message."""
     if rref.is_owner():
         return checked(_call(rref, method, *args))
-    return checked(rpc.rpc_sync(rref.owner(), _call, args=(rref, method, *args)))
+    return answered(rref, rpc.rpc_async(rref.owner(), _call, args=(rref, method, *args)))
 
 
 def call_async(rref: rpc.RRef, method: str, *args) -> torch.futures.Future:
@@ -228,7 +257,7 @@ def call_async(rref: rpc.RRef, method: str, *args) -> torch.futures.Future:
         done = torch.futures.Future()
         done.set_result(call(rref, method, *args))
         return done
-    return rpc.rpc_async(rref.owner(), _call, args=(rref, method, *args)).then(lambda done: checked(done.value()))
+    return rpc.rpc_async(rref.owner(), _call, args=(rref, method, *args)).then(lambda done: answered(rref, done))
 
 
 def call_remote(rref: rpc.RRef, method: str, *args) -> rpc.RRef:

@@ -49,7 +49,8 @@ def _launch(tasks: list, driver=None) -> list:
     ``driver(cfg, at)`` builds the master's driver (default: labkit's ``driver.make_driver``)."""
     cfg = max((task.cfg for task in tasks), key=lambda c: c.nodes)   # colocated configs also run among 3 processes
     try:
-        return launch(run_tasks, cfg.nodes, tasks, driver, threads=cfg.torch_threads, timeout=cfg.timeout, rpc=True)[0]
+        return launch(run_tasks, cfg.nodes, tasks, driver, threads=cfg.torch_threads, timeout=cfg.timeout,
+                      rpc=cfg.rpc_timeout)[0]
     except WorkerError as exc:
         if exc.ranks and exc.ranks[0] in (1, 2):
             raise WorkerError(f"model parallel run failed in {cfg.roles[exc.ranks[0]]}: {exc}", exc.ranks, exc.reason,
@@ -145,8 +146,9 @@ def time_steps(configs: list[MPConfig], steps: int = 30) -> pd.DataFrame:
 def compare_variants(variants: dict[str, dict] = VARIANTS, base: MPConfig | None = None, steps: int = 30,
                      rounds: int = 3) -> pd.DataFrame:
     """Step time of each variant of one workload (``base`` with the variant's fields), all in one launch,
-    in ``rounds`` interleaved rounds: median, min and max over the rounds, and the speed-up of each
-    median over the first variant's."""
+    in ``rounds`` interleaved rounds: median, min and max over the rounds, the speed-up of each
+    median over the first variant's, and whether it is faster beyond the spread (its slowest round
+    faster than the first variant's fastest)."""
     if rounds < 1:
         raise LabError(f"rounds must be at least 1, got {rounds}.")
     base = base or MPConfig()
@@ -156,4 +158,5 @@ def compare_variants(variants: dict[str, dict] = VARIANTS, base: MPConfig | None
     out = pd.DataFrame({"processes": [replace(base, **f).nodes for f in variants.values()],
                         "median ms": times.median(), "min ms": times.min(), "max ms": times.max()})
     out["speed-up"] = out["median ms"].iloc[0] / out["median ms"]
+    out["faster beyond spread"] = out["max ms"] < out["min ms"].iloc[0]
     return out

@@ -26,12 +26,13 @@ def prepare_process(threads: int) -> None:
     allocator.tune()
 
 
-def init_distributed(store, rank: int, world: int, timeout: float, use_rpc: bool) -> None:
-    """Join the gloo process group on ``store``; with ``use_rpc`` also start TensorPipe RPC on it."""
+def init_distributed(store, rank: int, world: int, timeout: float, rpc_seconds: float) -> None:
+    """Join the gloo process group on ``store``; with ``rpc_seconds`` > 0 also start TensorPipe RPC on it,
+    where one call that is not answered within ``rpc_seconds`` fails."""
     import torch.distributed as dist
     dist.init_process_group("gloo", store=dist.PrefixStore("labkit/pg", store), rank=rank,
                             world_size=world, timeout=timedelta(seconds=timeout))
-    if use_rpc:
+    if rpc_seconds:
         import importlib
         import warnings
 
@@ -43,7 +44,7 @@ def init_distributed(store, rank: int, world: int, timeout: float, use_rpc: bool
         # TCP (libuv) only: TensorPipe's shared-memory transport busy-polls a reactor thread per
         # process, which on a 2-core laptop took ~30 % of a core from the stages that compute
         # (pipelining m=4 on the balanced mlp: 1.15x with it, 1.47x without). uv also works across machines.
-        options = rpc.TensorPipeRpcBackendOptions(init_method="labkit-store://", rpc_timeout=timeout,
+        options = rpc.TensorPipeRpcBackendOptions(init_method="labkit-store://", rpc_timeout=rpc_seconds,
                                                   _transports=["uv"])
         with warnings.catch_warnings():  # torch's own RPC start-up trips its ProcessGroup deprecation warning
             warnings.filterwarnings("ignore", message="You are using a Backend .* as a ProcessGroup")

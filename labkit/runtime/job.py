@@ -36,7 +36,8 @@ class _Peer:
 class Job:
     """One launch; ``run`` returns the ranks' values or raises WorkerError."""
 
-    def __init__(self, nodes: int, threads: int, timeout: float, rpc: bool, payload: bytes):
+    def __init__(self, nodes: int, threads: int, timeout: float, rpc: float, payload: bytes):
+        """``rpc``: 0 for no RPC, else the seconds one RPC call may take."""
         self.nodes, self.threads, self.timeout, self.rpc, self.payload = nodes, threads, timeout, rpc, payload
         self.token = secrets.token_hex(16)
         self.results, self.exits, self.rank_procs, self.ready = {}, {}, {}, {}

@@ -13,18 +13,23 @@ from . import torchrun
 from .job import Job
 
 MAX_LOCAL_NODES = 64
+RPC_CALL_TIMEOUT = 120.0   # seconds one RPC call may go unanswered (rpc=True) before it fails
 
 
-def launch(fn, nodes: int, *args, threads: int = 1, timeout: float = 600, rpc: bool = False, **kwargs) -> list:
+def launch(fn, nodes: int, *args, threads: int = 1, timeout: float = 600, rpc: bool | float = False,
+           **kwargs) -> list:
     """Run ``fn(*args, **kwargs)`` on ``nodes`` gloo worker processes; return their values in rank order.
 
     Inside ``fn`` the default process group is initialised (gloo; ``rank()``/``world_size()`` tell who
-    is who), and with ``rpc=True`` also torch.distributed.rpc, named "master" (rank 0) and "worker{k}".
+    is who), and with ``rpc=True`` also torch.distributed.rpc, named "master" (rank 0) and "worker{k}";
+    one RPC call that gets no answer within ``min(timeout, RPC_CALL_TIMEOUT)`` seconds fails (a number
+    given as ``rpc`` sets that limit), so a stuck peer is an error, not a silent hang.
     Each worker uses ``threads`` torch threads. After ``timeout`` seconds every worker is stopped.
     A failing rank raises ``WorkerError``. Under torchrun, this process is one rank: ``fn`` runs
     once here, and the values of all ranks are gathered, so every rank gets the full list.
     """
     check_request(fn, nodes, threads, timeout)
+    rpc = rpc_call_timeout(rpc, timeout)
     if os.name != "posix":
         raise LabError("labkit.launch runs on Linux and macOS; on Windows use WSL2.")
     if torchrun.under_torchrun():
@@ -32,7 +37,7 @@ def launch(fn, nodes: int, *args, threads: int = 1, timeout: float = 600, rpc: b
     if nodes > MAX_LOCAL_NODES:
         raise LabError(f"nodes={nodes} is more than {MAX_LOCAL_NODES} local worker processes; "
                        "use fewer, or run on a cluster with torchrun.")
-    return Job(nodes, threads, float(timeout), bool(rpc), pack(fn, args, kwargs)).run()
+    return Job(nodes, threads, float(timeout), rpc, pack(fn, args, kwargs)).run()
 
 
 def check_request(fn, nodes, threads, timeout) -> None:
@@ -44,6 +49,17 @@ def check_request(fn, nodes, threads, timeout) -> None:
             raise LabError(f"{name} must be a whole number of at least 1, got {value!r}.")
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise LabError(f"timeout must be a positive number of seconds, got {timeout!r}.")
+
+
+def rpc_call_timeout(rpc, timeout: float) -> float:
+    """0.0 without RPC; else the seconds one RPC call may wait for its answer (``rpc`` if a number)."""
+    if rpc is False or rpc is None:
+        return 0.0
+    if rpc is True:
+        return float(min(timeout, RPC_CALL_TIMEOUT))
+    if isinstance(rpc, bool) or not isinstance(rpc, (int, float)) or not rpc > 0:
+        raise LabError(f"rpc must be True, False or the seconds one RPC call may take (> 0), got {rpc!r}.")
+    return float(rpc)
 
 
 def pack(fn, args, kwargs) -> bytes:

@@ -22,7 +22,7 @@ def under_torchrun() -> bool:
     return all(v in os.environ for v in TORCHRUN_VARS) and ENV_CONFIG not in os.environ
 
 
-def run_as_rank(fn, nodes, args, kwargs, threads, timeout, use_rpc) -> list:
+def run_as_rank(fn, nodes, args, kwargs, threads, timeout, use_rpc: float) -> list:
     """Join the env:// job as RANK, run ``fn`` once, return every rank's value (gathered); WorkerError if it fails."""
     import torch.distributed as dist
     r, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -37,7 +37,7 @@ def run_as_rank(fn, nodes, args, kwargs, threads, timeout, use_rpc) -> list:
         if owns_group:
             store, _, _ = next(dist.rendezvous("env://", r, world, timeout=timedelta(seconds=timeout)))
             group.init_distributed(store, r, world, timeout, use_rpc)
-            _rpc_started_here[0] |= use_rpc
+            _rpc_started_here[0] |= bool(use_rpc)
         value = fn(*args, **kwargs)
         gathered = [None] * world
         dist.all_gather_object(gathered, value)
