@@ -108,6 +108,8 @@ def _add_report_and_grade(sub) -> None:
     report.add_argument("--notebooks", default=ReportConfig.notebooks, help="folder of NN_*.ipynb notebooks")
     report.add_argument("--timeout", type=int, default=ReportConfig.timeout,
                         help=f"seconds one cell may run (default: {ReportConfig.timeout})")
+    report.add_argument("--jobs", type=int, default=0, help="notebooks run at once (default: 2 with --quick, else 1: "
+                        "notebooks that run together slow each other's timings down)")
     grade = sub.add_parser("grade", help="check executed student notebooks against the reference run")
     grade.add_argument("submissions", nargs="+", metavar="SUBMISSION", help="executed notebooks or folders of them")
     grade.add_argument("--reference", default=None, help="results folder of the reference run (default: results/)")
@@ -155,7 +157,7 @@ def _report(args: dict) -> int:
     from .course import report
     only = tuple(name.strip() for names in args["only"] for name in names.split(",") if name.strip())
     cfg = report.ReportConfig(quick=args["quick"], only=only, out=args["out"], notebooks=args["notebooks"],
-                              timeout=args["timeout"])
+                              timeout=args["timeout"], jobs=args["jobs"])
     runs = report.run(cfg)
     failed = [r for r in runs if not r.ok]
     print(f"{len(runs) - len(failed)} of {len(runs)} notebooks ran OK; results in {cfg.out} (README.md there)")

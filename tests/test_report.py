@@ -62,8 +62,29 @@ def full_run(tmp_path_factory):
     for stale in ("notebooks/99_gone.ipynb", "tables/old.csv", "figures/99_gone/cell01_1.png"):
         (out / stale).parent.mkdir(parents=True, exist_ok=True)
         (out / stale).write_text("stale")
-    proc = run_cli("report", "--quick", "--notebooks", str(lab), "--out", str(out), timeout=240)
+    proc = run_cli("report", "--quick", "--jobs", "1", "--notebooks", str(lab), "--out", str(out), timeout=240)
     return lab, out, proc
+
+
+def test_quick_runs_two_notebooks_at_once_and_records_them_as_one_after_another_would(full_run, tmp_path):
+    lab, one_by_one, _ = full_run
+    proc = run_cli("report", "--quick", "--notebooks", str(lab), "--out", str(tmp_path), timeout=240)
+    assert proc.returncode == 1 and "running 3 notebooks, 2 at once (--jobs 2)" in proc.stdout
+    done = re.findall(r"^\[(\d)/3\] (\S+)\.ipynb", proc.stdout, re.MULTILINE)
+    assert sorted(k for k, _ in done) == ["1", "2", "3"] and sorted(n for _, n in done) == ["01_ok", "02_fails", "03_noquick"]
+    assert "03_noquick.ipynb (no quick parameter: its defaults): ran OK" in proc.stdout
+    runs = json.loads((tmp_path / "run.json").read_text())["notebooks"]
+    before = json.loads((one_by_one / "run.json").read_text())["notebooks"]
+    assert list(runs) == list(before)
+    assert [(r["ok"], r["failed_cell"], r["error"], r["figures"]) for r in runs.values()] == \
+        [(r["ok"], r["failed_cell"], r["error"], r["figures"]) for r in before.values()]
+    assert sorted(p.name for p in (tmp_path / "html").iterdir()) == sorted(p.name for p in (one_by_one / "html").iterdir())
+
+
+@pytest.mark.parametrize("jobs", ["-1", "x"])
+def test_a_bad_jobs_count_is_one_line(jobs):
+    proc = run_cli("report", "--quick", "--jobs", jobs, timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
 
 
 def _text(nb):

@@ -44,12 +44,16 @@ class ReportConfig:
     out: str = ""          # default: $LABKIT_RESULTS, else results/
     notebooks: str = str(NOTEBOOKS)
     timeout: int = 3600    # seconds one cell may run before the notebook counts as failed
+    jobs: int = 0          # notebooks run at once; 0 = 2 for a quick run, 1 for a real one (whose timings matter)
 
     def __post_init__(self):
         object.__setattr__(self, "only", tuple(str(n) for n in self.only))
         object.__setattr__(self, "out", str(self.out or paths.results_dir()))
         if isinstance(self.timeout, bool) or not isinstance(self.timeout, int) or self.timeout < 1:
             raise LabError(f"timeout must be a whole number of seconds >= 1, got {self.timeout!r}.")
+        if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 0:
+            raise LabError(f"jobs must be a whole number >= 1 (or 0 for the default), got {self.jobs!r}.")
+        object.__setattr__(self, "jobs", self.jobs or (2 if self.quick else 1))
         if not Path(self.notebooks).is_dir():
             raise LabError(f"notebook folder {self.notebooks} does not exist; pass --notebooks DIR.")
 
@@ -174,15 +178,18 @@ def failure(nb) -> tuple[int | None, str]:
 
 def execute(path: Path, target: Path, cfg: ReportConfig, quick: bool = False, position: str = "") -> NotebookRun:
     """Run one notebook into ``target`` (with ``quick=True`` if asked); never raises for a failure inside it."""
-    import papermill
+    import logging
 
+    import papermill
+    logging.getLogger("papermill.translators").setLevel(logging.ERROR)   # it cannot parse "a = 1  # b = 2"; harmless
     source = _read_notebook(path)
     start = time.monotonic()
     problem = None
     try:
         papermill.execute_notebook(str(path), str(target), parameters={"quick": True} if quick else {},
                                    kernel_name="python3", language="python", cwd=str(cfg.notebooks),
-                                   progress_bar={"desc": f"{position}{path.stem}", "leave": True} if sys.stderr.isatty() else False,
+                                   progress_bar={"desc": f"{position}{path.stem}", "leave": True}
+                                   if sys.stderr.isatty() and cfg.jobs == 1 else False,
                                    execution_timeout=cfg.timeout, log_output=False,
                                    extra_arguments=["--IPKernelApp.log_level=CRITICAL"])  # no kernel log noise
     except KeyboardInterrupt:
@@ -264,8 +271,62 @@ def _write_key_numbers(out: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def run_one(path: Path, out: Path, cfg: ReportConfig, position: str = "") -> NotebookRun:
+    """Execute one notebook into ``out/notebooks`` and save its figures and HTML export."""
+    target = out / "notebooks" / path.name
+    quick = cfg.quick and "quick" in parameter_names(_read_notebook(path))
+    result = execute(path, target, cfg, quick, position=position)
+    if target.exists():
+        executed = _read_notebook(target)
+        result.figures = len(save_figures(executed, out / "figures" / path.stem))
+        export_html(executed, out / "html" / f"{path.stem}.html")
+    return result
+
+
+def _earlier_seconds(out: Path) -> dict[str, float]:
+    """How long each notebook took in the last run recorded in ``out`` (empty if none)."""
+    try:
+        return {name: float(r["seconds"]) for name, r in json.loads((out / "run.json").read_text())["notebooks"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _run_all(chosen: list[Path], out: Path, cfg: ReportConfig, log) -> list[NotebookRun]:
+    """One notebook after another, or ``cfg.jobs`` at once (each in its own process, results in order)."""
+    def note(path):
+        no_quick = cfg.quick and "quick" not in parameter_names(_read_notebook(path))
+        return " (no quick parameter: its defaults)" if no_quick else ""
+    if cfg.jobs == 1 or len(chosen) == 1:
+        runs = []
+        for i, path in enumerate(chosen, 1):
+            log(f"[{i}/{len(chosen)}] {path.name}{note(path)}")
+            runs.append(run_one(path, out, cfg, position=f"[{i}/{len(chosen)}] "))
+            log(f"    {path.name}: {runs[-1].line()}")
+        return runs
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    log(f"running {len(chosen)} notebooks, {min(cfg.jobs, len(chosen))} at once (--jobs {cfg.jobs}); "
+        "their timings are not comparable")
+    earlier = _earlier_seconds(out)
+    with ProcessPoolExecutor(cfg.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        # the longest first (as the last run in ``out`` took), so that no long one starts last
+        pending = {pool.submit(run_one, path, out, cfg): path
+                   for path in sorted(chosen, key=lambda p: -earlier.get(p.name, 0.0))}
+        try:
+            done = {}
+            for k, future in enumerate(as_completed(pending), 1):
+                path = pending[future]
+                done[path] = future.result()
+                log(f"[{k}/{len(chosen)}] {path.name}{note(path)}: {done[path].line()}")
+        except KeyboardInterrupt:
+            pool.shutdown(wait=True, cancel_futures=True)   # the kernels see the same Ctrl-C and stop
+            raise
+    return [done[path] for path in chosen]
+
+
 def run(cfg: ReportConfig, log=print) -> list[NotebookRun]:
-    """Execute the selected notebooks in order, collect their outputs, and write the summary."""
+    """Execute the selected notebooks (in order, or ``cfg.jobs`` at once), collect their outputs, and
+    write the summary."""
     chosen = select(discover(cfg.notebooks), cfg.only)
     if not chosen:
         raise LabError(f"no notebooks (NN_name.ipynb) in {cfg.notebooks}.")
@@ -274,20 +335,8 @@ def run(cfg: ReportConfig, log=print) -> list[NotebookRun]:
     _clear(out, [p.stem for p in chosen], everything)
     for sub in ("notebooks", "html", "figures", "tables"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    runs = []
     with _kernel_environment(out / "tables"):
-        for i, path in enumerate(chosen, 1):
-            target = out / "notebooks" / path.name
-            quick = cfg.quick and "quick" in parameter_names(_read_notebook(path))
-            note = " (no quick parameter: its defaults)" if cfg.quick and not quick else ""
-            log(f"[{i}/{len(chosen)}] {path.name}{note}")
-            result = execute(path, target, cfg, quick, position=f"[{i}/{len(chosen)}] ")
-            if target.exists():
-                executed = _read_notebook(target)
-                result.figures = len(save_figures(executed, out / "figures" / path.stem))
-                export_html(executed, out / "html" / f"{path.stem}.html")
-            log(f"    {path.name}: {result.line()}")
-            runs.append(result)
+        runs = _run_all(chosen, out, cfg, log)
     _write_key_numbers(out)
     record = _save_run_json(out, runs, everything)
     from . import summary
