@@ -15,7 +15,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 
 from conftest import run_cli
 from labkit import LabError
-from labkit.course import report
+from labkit.course import notebook_files, report
 from labkit.course import summary as report_summary
 
 META = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
@@ -200,7 +200,7 @@ def test_failure_and_figures_count_cells_without_the_ones_papermill_adds(tmp_pat
     banner2 = new_markdown_cell("here", metadata={"tags": ["papermill-error-cell-tag"]})
     nb = new_notebook(cells=[new_markdown_cell("# t"), banner, injected, plot, banner2, error, new_code_cell("after()")])
     assert report.failure(nb) == (3, "KeyError: 'x'")
-    saved = report.save_figures(nb, tmp_path)
+    saved = notebook_files.save_figures(nb, tmp_path)
     assert [p.name for p in saved] == ["cell02_1.png", "cell02_2.png"] and saved[0].read_bytes()[:4] == b"\x89PNG"
 
 

@@ -24,7 +24,8 @@ import pandas as pd
 from ..paths import results_dir
 from ..errors import LabError
 from ..notebook import keynumbers
-from .report import lab_cells, parameter_values
+from .notebook_files import lab_cells
+from .report import parameter_values
 
 CHECKS = ("readable", "ran", "full_run", "figures", "answers", "numbers")
 OK = "ok"

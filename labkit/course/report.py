@@ -9,30 +9,21 @@ failing cell and the next one runs. ``<out>/run.json`` and ``<out>/README.md`` s
 from __future__ import annotations
 
 import ast
-import base64
 import contextlib
-import json
 import os
 import re
-import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import environment, paths
 from ..errors import LabError
-from ..notebook import keynumbers
 from ..paths import NOTEBOOKS, REPO_ROOT
+from .notebook_files import (clear, earlier_seconds, export_html, lab_cells, read_notebook, save_figures,
+                             save_run_json, write_key_numbers)
 
 PATTERN = re.compile(r"^\d\d_.*\.ipynb$")
-TOOL_TAGS = {"injected-parameters", "papermill-error-cell-tag"}  # cells papermill adds to an executed notebook
-
-
-def _read_notebook(path):
-    """nbformat.read, imported when first needed (its schema checker alone costs ~1 s at import)."""
-    import nbformat
-    return nbformat.read(path, as_version=4)
 
 
 @dataclass(frozen=True)
@@ -96,11 +87,6 @@ def select(notebooks: list[Path], only) -> list[Path]:
             raise LabError(f"no notebook called {name!r}; choose from: {known}.")
         chosen += [p for p in hits if p not in chosen]
     return [p for p in notebooks if p in chosen]
-
-
-def lab_cells(nb) -> list:
-    """The notebook's own cells, without the ones papermill inserts when it executes it."""
-    return [c for c in nb.cells if not TOOL_TAGS & set(c.get("metadata", {}).get("tags", []))]
 
 
 def _assignments(source: str) -> dict:
@@ -182,7 +168,7 @@ def execute(path: Path, target: Path, cfg: ReportConfig, quick: bool = False, po
 
     import papermill
     logging.getLogger("papermill.translators").setLevel(logging.ERROR)   # it cannot parse "a = 1  # b = 2"; harmless
-    source = _read_notebook(path)
+    source = read_notebook(path)
     start = time.monotonic()
     problem = None
     try:
@@ -197,7 +183,7 @@ def execute(path: Path, target: Path, cfg: ReportConfig, quick: bool = False, po
     except Exception as exc:  # noqa: BLE001 - a notebook's failure is reported, not raised
         problem = exc
     seconds = time.monotonic() - start
-    executed = _read_notebook(target) if target.exists() else source
+    executed = read_notebook(target) if target.exists() else source
     run = NotebookRun(path.name, problem is None, seconds, len(lab_cells(source)), quick)
     if problem is not None:
         run.failed_cell, run.error = failure(executed)
@@ -207,94 +193,22 @@ def execute(path: Path, target: Path, cfg: ReportConfig, quick: bool = False, po
     return run
 
 
-def save_figures(nb, folder: Path) -> list[Path]:
-    """Every PNG output as ``cellKK_N.png`` (KK = the cell's 1-based position in the notebook)."""
-    saved = []
-    for k, cell in enumerate(lab_cells(nb), 1):
-        pngs = [out["data"]["image/png"] for out in cell.get("outputs", []) if "image/png" in out.get("data", {})]
-        for n, png in enumerate(pngs, 1):
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"cell{k:02d}_{n}.png"
-            path.write_bytes(base64.b64decode(png if isinstance(png, str) else "".join(png)))
-            saved.append(path)
-    return saved
-
-
-def export_html(nb, path: Path) -> None:
-    from nbconvert import HTMLExporter
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(body, encoding="utf-8")
-
-
-def _clear(out: Path, stems: list[str], everything: bool) -> None:
-    """Remove what an earlier report made for these notebooks (all of it, tables too, for a full run)."""
-    globs = ["notebooks/*.ipynb", "html/*.html", "tables/*.csv"] if everything else \
-        [f"notebooks/{s}.ipynb" for s in stems] + [f"html/{s}.html" for s in stems]
-    for pattern in globs:
-        for path in out.glob(pattern):
-            path.unlink()
-    for stem in ([p.name for p in out.glob("figures/*")] if everything else stems):
-        shutil.rmtree(out / "figures" / stem, ignore_errors=True)
-
-
-def _save_run_json(out: Path, runs: list[NotebookRun], everything: bool) -> dict:
-    """Record this run; a partial run (``--only``) keeps the other notebooks' earlier entries."""
-    path = out / "run.json"
-    earlier = {}
-    if not everything and path.exists():
-        with contextlib.suppress(ValueError, OSError):
-            earlier = json.loads(path.read_text()).get("notebooks", {})
-    record = {"environment": environment.describe(), "quick": any(r.quick for r in runs),
-              "notebooks": dict(sorted({**earlier, **{r.name: asdict(r) for r in runs}}.items()))}
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    return record
-
-
-def key_number_rows(out: Path) -> list[dict]:
-    """Every key number of every executed notebook in ``out/notebooks``."""
-    rows = []
-    for path in sorted((out / "notebooks").glob("*.ipynb")):
-        nb = _read_notebook(path)
-        rows += [{"notebook": path.stem, **asdict(key)} for key in keynumbers.read(nb).values()]
-    return rows
-
-
-def _write_key_numbers(out: Path) -> None:
-    """``tables/key_numbers.csv``, rebuilt from every executed notebook (so partial runs stay consistent)."""
-    import pandas as pd
-    path = out / "tables" / "key_numbers.csv"
-    rows = key_number_rows(out)
-    if rows:
-        pd.DataFrame(rows).to_csv(path, index=False)
-    else:
-        path.unlink(missing_ok=True)
-
-
 def run_one(path: Path, out: Path, cfg: ReportConfig, position: str = "") -> NotebookRun:
     """Execute one notebook into ``out/notebooks`` and save its figures and HTML export."""
     target = out / "notebooks" / path.name
-    quick = cfg.quick and "quick" in parameter_names(_read_notebook(path))
+    quick = cfg.quick and "quick" in parameter_names(read_notebook(path))
     result = execute(path, target, cfg, quick, position=position)
     if target.exists():
-        executed = _read_notebook(target)
+        executed = read_notebook(target)
         result.figures = len(save_figures(executed, out / "figures" / path.stem))
         export_html(executed, out / "html" / f"{path.stem}.html")
     return result
 
 
-def _earlier_seconds(out: Path) -> dict[str, float]:
-    """How long each notebook took in the last run recorded in ``out`` (empty if none)."""
-    try:
-        return {name: float(r["seconds"]) for name, r in json.loads((out / "run.json").read_text())["notebooks"].items()}
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
-
-
 def _run_all(chosen: list[Path], out: Path, cfg: ReportConfig, log) -> list[NotebookRun]:
     """One notebook after another, or ``cfg.jobs`` at once (each in its own process, results in order)."""
     def note(path):
-        no_quick = cfg.quick and "quick" not in parameter_names(_read_notebook(path))
+        no_quick = cfg.quick and "quick" not in parameter_names(read_notebook(path))
         return " (no quick parameter: its defaults)" if no_quick else ""
     if cfg.jobs == 1 or len(chosen) == 1:
         runs = []
@@ -307,7 +221,7 @@ def _run_all(chosen: list[Path], out: Path, cfg: ReportConfig, log) -> list[Note
     from concurrent.futures import ProcessPoolExecutor, as_completed
     log(f"running {len(chosen)} notebooks, {min(cfg.jobs, len(chosen))} at once (--jobs {cfg.jobs}); "
         "their timings are not comparable")
-    earlier = _earlier_seconds(out)
+    earlier = earlier_seconds(out)
     with ProcessPoolExecutor(cfg.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         # the longest first (as the last run in ``out`` took), so that no long one starts last
         pending = {pool.submit(run_one, path, out, cfg): path
@@ -332,13 +246,13 @@ def run(cfg: ReportConfig, log=print) -> list[NotebookRun]:
         raise LabError(f"no notebooks (NN_name.ipynb) in {cfg.notebooks}.")
     out = Path(cfg.out).resolve()
     everything = not cfg.only
-    _clear(out, [p.stem for p in chosen], everything)
+    clear(out, [p.stem for p in chosen], everything)
     for sub in ("notebooks", "html", "figures", "tables"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     with _kernel_environment(out / "tables"):
         runs = _run_all(chosen, out, cfg, log)
-    _write_key_numbers(out)
-    record = _save_run_json(out, runs, everything)
+    write_key_numbers(out)
+    record = save_run_json(out, runs, everything)
     from . import summary
     summary.write(out, record)
     return runs
