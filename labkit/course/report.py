@@ -193,10 +193,9 @@ def execute(path: Path, target: Path, cfg: ReportConfig, quick: bool = False, po
     return run
 
 
-def run_one(path: Path, out: Path, cfg: ReportConfig, position: str = "") -> NotebookRun:
+def run_one(path: Path, out: Path, cfg: ReportConfig, quick: bool, position: str = "") -> NotebookRun:
     """Execute one notebook into ``out/notebooks`` and save its figures and HTML export."""
     target = out / "notebooks" / path.name
-    quick = cfg.quick and "quick" in parameter_names(read_notebook(path))
     result = execute(path, target, cfg, quick, position=position)
     if target.exists():
         executed = read_notebook(target)
@@ -207,14 +206,15 @@ def run_one(path: Path, out: Path, cfg: ReportConfig, position: str = "") -> Not
 
 def _run_all(chosen: list[Path], out: Path, cfg: ReportConfig, log) -> list[NotebookRun]:
     """One notebook after another, or ``cfg.jobs`` at once (each in its own process, results in order)."""
+    quick = {path: cfg.quick and "quick" in parameter_names(read_notebook(path)) for path in chosen}
+
     def note(path):
-        no_quick = cfg.quick and "quick" not in parameter_names(read_notebook(path))
-        return " (no quick parameter: its defaults)" if no_quick else ""
+        return " (no quick parameter: its defaults)" if cfg.quick and not quick[path] else ""
     if cfg.jobs == 1 or len(chosen) == 1:
         runs = []
         for i, path in enumerate(chosen, 1):
             log(f"[{i}/{len(chosen)}] {path.name}{note(path)}")
-            runs.append(run_one(path, out, cfg, position=f"[{i}/{len(chosen)}] "))
+            runs.append(run_one(path, out, cfg, quick[path], position=f"[{i}/{len(chosen)}] "))
             log(f"    {path.name}: {runs[-1].line()}")
         return runs
     import multiprocessing
@@ -224,7 +224,7 @@ def _run_all(chosen: list[Path], out: Path, cfg: ReportConfig, log) -> list[Note
     earlier = earlier_seconds(out)
     with ProcessPoolExecutor(cfg.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         # the longest first (as the last run in ``out`` took), so that no long one starts last
-        pending = {pool.submit(run_one, path, out, cfg): path
+        pending = {pool.submit(run_one, path, out, cfg, quick[path]): path
                    for path in sorted(chosen, key=lambda p: -earlier.get(p.name, 0.0))}
         try:
             done = {}

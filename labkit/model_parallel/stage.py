@@ -220,6 +220,12 @@ def checked(value):
 TIMED_OUT = "ran for more than set timeout"   # torch's words for an RPC call that got no answer in time
 
 
+def no_answer(who: str, did_not: str = "answer", seconds: float | None = None, limit: str = "rpc_timeout") -> str:
+    """The words for a peer that stayed silent past the RPC time limit."""
+    seconds = rpc.get_rpc_timeout() if seconds is None else seconds
+    return f"{who} did not {did_not} within {seconds:g} s ({limit}): it is stuck or far slower than it should be"
+
+
 def answered(rref: rpc.RRef, future):
     """The value of an RPC call to ``rref``'s owner; an answer that never came names that worker."""
     try:
@@ -227,8 +233,7 @@ def answered(rref: rpc.RRef, future):
     except RuntimeError as exc:
         if TIMED_OUT not in str(exc):
             raise
-        raise RuntimeError(f"{rref.owner().name} did not answer within {rpc.get_rpc_timeout():g} s (rpc_timeout): "
-                           "it is stuck or far slower than it should be") from None
+        raise RuntimeError(no_answer(rref.owner().name)) from None
 
 
 def fetch(rref: rpc.RRef):
@@ -240,8 +245,7 @@ def fetch(rref: rpc.RRef):
     except RuntimeError as exc:
         if TIMED_OUT not in str(exc):
             raise
-        return Failure(f"{rref.owner().name} did not deliver its output within {limit:g} s (0.8 x rpc_timeout): it "
-                       "is stuck or far slower than it should be", "")
+        return Failure(no_answer(rref.owner().name, "deliver its output", limit, "0.8 x rpc_timeout"), "")
 
 
 def call(rref: rpc.RRef, method: str, *args):

@@ -18,7 +18,7 @@ from ..train.loop import evaluate, evaluation_due, midway_row
 from .config import ROLES, MPConfig
 from .driver import make_driver
 from .parts import assemble, merge_parts
-from .stage import TIMED_OUT
+from .stage import TIMED_OUT, no_answer
 
 WARMUP = 5          # untimed steps before ``Time`` measures
 
@@ -113,11 +113,9 @@ class Time:
 
 def explain(exc: Exception, roles: dict[int, str] = ROLES) -> str:
     """A stage's error as it arrives at the master, reduced to the line that names the stage."""
-    text = str(exc).replace("Got the following error when running the callback: ", "").replace("RuntimeError: RuntimeError: ", "RuntimeError: ")
-    if TIMED_OUT in text and "did not answer" not in text:   # e.g. a backward message nobody answered
-        from torch.distributed import rpc
-        return (f"a call to a stage got no answer within {rpc.get_rpc_timeout():g} s (rpc_timeout): a stage is stuck "
-                "or far slower than it should be")
+    text = str(exc).replace("Got the following error when running the callback: ", "")   # torch's wrapper
+    if TIMED_OUT in text:   # a message no labkit call named, e.g. one of distributed autograd's backward
+        return no_answer("a stage")
     named = re.search(r"^(?:RuntimeError: )?((?:stage|half) \d on \w+ failed: .*)$", text, re.MULTILINE)
     if named:
         return named.group(1).rstrip(". ")
